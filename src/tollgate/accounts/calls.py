@@ -1,0 +1,109 @@
+"""Tool-call records: reserved with their charge, settled with their outcome.
+
+The gateway reserves a call (charge + pending record, one short transaction) before calling
+the upstream, and settles it afterwards. A backend failure is refunded; a tool's own error
+is not. A call left pending by a crash is settled at the next start as a backend error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollgate.accounts import credits
+from tollgate.accounts.models import CallStatus, ToolCall
+from tollgate.core.database import utcnow
+
+ABANDONED_ERROR_CODE = "abandoned"
+"""Error code of calls found pending at start-up: the process died while they ran."""
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """How a tool call ended."""
+
+    request_id: str
+    success: bool
+    is_backend_error: bool = False
+    error_code: str | None = None
+    latency_ms: float | None = None
+
+
+async def reserve_call(
+    session: AsyncSession,
+    account_id: int,
+    *,
+    request_id: str,
+    tool_name: str,
+    upstream: str | None,
+    cost: int,
+) -> credits.LedgerResult:
+    """Charge the call and record it as pending, in the caller's transaction."""
+    result = await credits.charge(
+        session, account_id, cost, request_id=request_id, tool_name=tool_name
+    )
+    if not result.replayed:
+        session.add(
+            ToolCall(
+                request_id=request_id,
+                account_id=account_id,
+                upstream=upstream,
+                tool_name=tool_name,
+                credits_cost=cost,
+                credits_charged=cost,
+                status=CallStatus.PENDING,
+            )
+        )
+        await session.flush()
+    return result
+
+
+async def settle_call(session: AsyncSession, outcome: CallOutcome) -> bool:
+    """Record a pending call's outcome, refunding a backend error. False if not pending."""
+    values: dict[str, object] = {
+        "status": CallStatus.SETTLED,
+        "success": outcome.success,
+        "is_backend_error": outcome.is_backend_error,
+        "error_code": outcome.error_code,
+        "latency_ms": outcome.latency_ms,
+        "settled_at": utcnow(),
+    }
+    if outcome.is_backend_error:
+        values["credits_charged"] = 0
+    settled = await session.execute(
+        update(ToolCall)
+        .where(ToolCall.request_id == outcome.request_id, ToolCall.status == CallStatus.PENDING)
+        .values(**values)
+        .returning(ToolCall.id)
+    )
+    if settled.first() is None:
+        return False
+    if outcome.is_backend_error:
+        await credits.refund(session, outcome.request_id, reason=outcome.error_code or "backend")
+    return True
+
+
+async def settle_abandoned_calls(session: AsyncSession) -> int:
+    """Settle every call still pending (after a crash) as a refunded backend error."""
+    pending = (
+        (
+            await session.execute(
+                select(ToolCall.request_id).where(ToolCall.status == CallStatus.PENDING)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for request_id in pending:
+        await settle_call(
+            session,
+            CallOutcome(
+                request_id=request_id,
+                success=False,
+                is_backend_error=True,
+                error_code=ABANDONED_ERROR_CODE,
+            ),
+        )
+    return len(pending)

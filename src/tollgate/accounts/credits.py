@@ -1,0 +1,272 @@
+"""Credits: every change is a ledger row written with a conditional balance update.
+
+Each function is idempotent per key: the ledger's unique ``idempotency_key`` makes a second
+attempt with the same request id return the first result instead of moving credits again.
+A balance can never go below zero: updates are conditional, and the table checks it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, case, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollgate.accounts.models import CreditTransaction, McpAccount, TransactionType
+from tollgate.core.database import utc_month, utcnow
+from tollgate.core.errors import Conflict, Forbidden, InsufficientCredits, NotFound
+
+
+@dataclass(frozen=True)
+class LedgerResult:
+    """What a credits operation did: the amount moved and the balance it left."""
+
+    amount: int
+    balance_after: int
+    replayed: bool = False
+
+
+def _result(entry: CreditTransaction, replayed: bool) -> LedgerResult:
+    return LedgerResult(amount=entry.amount, balance_after=entry.balance_after, replayed=replayed)
+
+
+async def find_entry(session: AsyncSession, idempotency_key: str) -> CreditTransaction | None:
+    """The ledger row written under ``idempotency_key``, if any."""
+    query = select(CreditTransaction).where(CreditTransaction.idempotency_key == idempotency_key)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def _apply(
+    session: AsyncSession,
+    account_id: int,
+    amount: int,
+    *,
+    idempotency_key: str,
+    transaction_type: TransactionType,
+    extra_values: dict[str, ColumnElement[int]] | None = None,
+    reference_type: str | None = None,
+    reference_id: str | None = None,
+    description: str | None = None,
+    created_by: str | None = None,
+    require_active: bool = False,
+) -> LedgerResult:
+    """Move ``amount`` credits (negative to take) and write the ledger row, atomically.
+
+    Runs inside a savepoint so a lost idempotency race rolls back only this step, and then
+    reports the winner's row.
+    """
+    existing = await find_entry(session, idempotency_key)
+    if existing is not None:
+        return _result(existing, replayed=True)
+    conditions = [McpAccount.id == account_id, McpAccount.credits_balance + amount >= 0]
+    if require_active:
+        conditions.append(McpAccount.is_active.is_(True))
+    statement = (
+        update(McpAccount)
+        .where(*conditions)
+        .values(credits_balance=McpAccount.credits_balance + amount, **(extra_values or {}))
+        .returning(McpAccount.credits_balance)
+    )
+    try:
+        async with session.begin_nested():
+            balance_after = (await session.execute(statement)).scalar_one_or_none()
+            if balance_after is None:
+                raise await _refusal(session, account_id, amount)
+            entry = CreditTransaction(
+                account_id=account_id,
+                transaction_type=transaction_type,
+                amount=amount,
+                balance_before=balance_after - amount,
+                balance_after=balance_after,
+                idempotency_key=idempotency_key,
+                reference_type=reference_type,
+                reference_id=reference_id,
+                description=description,
+                created_by=created_by,
+            )
+            session.add(entry)
+            await session.flush()
+    except IntegrityError:
+        existing = await find_entry(session, idempotency_key)
+        if existing is None:
+            raise
+        return _result(existing, replayed=True)
+    return _result(entry, replayed=False)
+
+
+async def _refusal(session: AsyncSession, account_id: int, amount: int) -> Exception:
+    query = select(McpAccount.is_active, McpAccount.credits_balance).where(
+        McpAccount.id == account_id
+    )
+    row = (await session.execute(query)).first()
+    if row is None:
+        return NotFound("MCP account not found", code="account_not_found")
+    if not row.is_active:
+        return Forbidden("This MCP account is disabled", code="account_inactive")
+    return InsufficientCredits(
+        f"Not enough credits: {-amount} needed, {row.credits_balance} available",
+        extra={"credits_needed": -amount, "credits_balance": row.credits_balance},
+    )
+
+
+def charge_key(request_id: str) -> str:
+    """The ledger key of a tool call's charge."""
+    return f"tool_call:{request_id}"
+
+
+async def charge(
+    session: AsyncSession, account_id: int, cost: int, *, request_id: str, tool_name: str
+) -> LedgerResult:
+    """Take ``cost`` credits for one tool call; InsufficientCredits leaves nothing changed."""
+    if cost < 0:
+        raise ValueError("a charge cannot be negative")
+    return await _apply(
+        session,
+        account_id,
+        -cost,
+        idempotency_key=charge_key(request_id),
+        transaction_type=TransactionType.TOOL_CALL,
+        extra_values={
+            "total_tool_calls": McpAccount.total_tool_calls + 1,
+            "total_credits_used": McpAccount.total_credits_used + cost,
+        },
+        reference_type="tool_call",
+        reference_id=request_id,
+        description=f"Tool call {tool_name}",
+        require_active=True,
+    )
+
+
+async def refund(
+    session: AsyncSession, request_id: str, *, reason: str = "backend error"
+) -> LedgerResult | None:
+    """Give back what a tool call was charged; None when it was never charged."""
+    charged = await find_entry(session, charge_key(request_id))
+    if charged is None:
+        return None
+    amount = -charged.amount
+    return await _apply(
+        session,
+        charged.account_id,
+        amount,
+        idempotency_key=f"refund:{request_id}",
+        transaction_type=TransactionType.REFUND,
+        extra_values={"total_credits_used": McpAccount.total_credits_used - amount},
+        reference_type="tool_call",
+        reference_id=request_id,
+        description=f"Refund: {reason}",
+    )
+
+
+async def adjust(
+    session: AsyncSession,
+    account_id: int,
+    amount: int,
+    *,
+    reason: str,
+    actor: str,
+    idempotency_key: str,
+    transaction_type: TransactionType = TransactionType.ADJUSTMENT,
+) -> LedgerResult:
+    """An operator's (or a purchase's) change of balance, with its reason."""
+    try:
+        return await _apply(
+            session,
+            account_id,
+            amount,
+            idempotency_key=f"{transaction_type}:{idempotency_key}",
+            transaction_type=transaction_type,
+            reference_type=transaction_type.value,
+            description=reason,
+            created_by=actor,
+        )
+    except InsufficientCredits as exc:
+        raise Conflict(
+            "This adjustment would take the balance below zero",
+            code="balance_would_go_negative",
+            extra=exc.extra,
+        ) from exc
+
+
+async def ledger(
+    session: AsyncSession, account_id: int, *, limit: int, offset: int
+) -> tuple[int, Sequence[CreditTransaction]]:
+    """An account's ledger rows, newest first, and how many there are."""
+    total = (
+        await session.execute(
+            select(func.count()).where(CreditTransaction.account_id == account_id)
+        )
+    ).scalar_one()
+    rows = (
+        await session.execute(
+            select(CreditTransaction)
+            .where(CreditTransaction.account_id == account_id)
+            .order_by(CreditTransaction.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+    ).scalars()
+    return total, rows.all()
+
+
+async def refill_account(session: AsyncSession, account_id: int) -> bool:
+    """Top one account up to its allocation, once per UTC month (by the database clock).
+
+    The row is locked first (PostgreSQL), and the update only matches an account not yet
+    refilled this month, so concurrent runs in many processes refill it exactly once.
+    """
+    locked = (
+        await session.execute(
+            select(McpAccount.credits_balance).where(McpAccount.id == account_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if locked is None:
+        return False
+    due = or_(McpAccount.refill_period.is_(None), McpAccount.refill_period < utc_month())
+    topped_up = case(
+        (
+            McpAccount.credits_balance < McpAccount.credits_monthly_allocation,
+            McpAccount.credits_monthly_allocation,
+        ),
+        else_=McpAccount.credits_balance,
+    )
+    row = (
+        await session.execute(
+            update(McpAccount)
+            .where(McpAccount.id == account_id, McpAccount.is_active.is_(True), due)
+            .values(
+                credits_balance=topped_up,
+                refill_period=utc_month(),
+                credits_last_refill=utcnow(),
+            )
+            .returning(McpAccount.credits_balance, McpAccount.refill_period)
+        )
+    ).first()
+    if row is None:
+        return False
+    session.add(
+        CreditTransaction(
+            account_id=account_id,
+            transaction_type=TransactionType.MONTHLY_REFILL,
+            amount=row.credits_balance - locked,
+            balance_before=locked,
+            balance_after=row.credits_balance,
+            idempotency_key=f"monthly_refill:{account_id}:{row.refill_period}",
+            reference_type="system",
+            description=f"Monthly allocation for {row.refill_period}",
+            created_by="system",
+        )
+    )
+    await session.flush()
+    return True
+
+
+async def accounts_due_for_refill(session: AsyncSession) -> list[int]:
+    """Active accounts not yet refilled this UTC month."""
+    query = select(McpAccount.id).where(
+        McpAccount.is_active.is_(True),
+        or_(McpAccount.refill_period.is_(None), McpAccount.refill_period < utc_month()),
+    )
+    return list((await session.execute(query)).scalars())

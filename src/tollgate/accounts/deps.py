@@ -1,0 +1,46 @@
+"""Route dependencies of the accounts part: the key store, and callers named by key or JWT."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from tollgate.accounts import service
+from tollgate.accounts.keys import KeyStore, looks_like_key
+from tollgate.accounts.models import McpAccount
+from tollgate.core.deps import RuntimeDep, SessionDep
+from tollgate.core.runtime import Runtime
+from tollgate.identity.deps import BearerToken, current_user, require
+
+
+def key_store(runtime: Runtime) -> KeyStore:
+    """The process's key store (one per runtime, so its cache is shared)."""
+    store = runtime.extras.get("key_store")
+    if not isinstance(store, KeyStore):
+        store = KeyStore(runtime.sessions, runtime.cache, runtime.settings.key_cache_ttl_seconds)
+        runtime.extras["key_store"] = store
+    return store
+
+
+def get_key_store(runtime: RuntimeDep) -> KeyStore:
+    """Dependency form of :func:`key_store`."""
+    return key_store(runtime)
+
+
+KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
+
+
+async def account_of_caller(
+    token: BearerToken, session: SessionDep, runtime: RuntimeDep, keys: KeyStoreDep
+) -> McpAccount:
+    """The caller's MCP account, named by its key (``mcp_...``) or by the owner's JWT."""
+    if looks_like_key(token):
+        identity = await keys.authenticate(token)
+        return await service.get_account(session, identity.account_id)
+    user = await current_user(token, session, runtime.settings)
+    await require("mcp.account")(user)
+    return await service.account_for_user(session, user.id)
+
+
+CallerAccount = Annotated[McpAccount, Depends(account_of_caller)]

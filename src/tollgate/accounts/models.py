@@ -1,0 +1,138 @@
+"""MCP accounts, the credits ledger, tool-call records and processed billing events."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tollgate.core.database import Base, UTCDateTime, utcnow
+
+
+class TransactionType(enum.StrEnum):
+    """Why a ledger row moved credits."""
+
+    MONTHLY_REFILL = "monthly_refill"
+    TOOL_CALL = "tool_call"
+    REFUND = "refund"
+    PURCHASE = "purchase"
+    ADJUSTMENT = "adjustment"
+
+
+class CallStatus(enum.StrEnum):
+    """Where a tool call stands: charged and waiting for its outcome, or settled."""
+
+    PENDING = "pending"
+    SETTLED = "settled"
+
+
+class McpAccount(Base):
+    """A user's MCP account: the key, the credits, the counters."""
+
+    __tablename__ = "mcp_accounts"
+    __table_args__ = (
+        CheckConstraint("credits_balance >= 0", name="credits_balance_not_negative"),
+        CheckConstraint("credits_monthly_allocation >= 0", name="allocation_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    user_email: Mapped[str] = mapped_column(String(320), index=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    mcp_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    mcp_key_prefix: Mapped[str] = mapped_column(String(12))
+    credits_balance: Mapped[int] = mapped_column(Integer, default=0)
+    credits_tier: Mapped[str] = mapped_column(String(32), default="free")
+    credits_monthly_allocation: Mapped[int] = mapped_column(Integer, default=0)
+    credits_last_refill: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refill_period: Mapped[str | None] = mapped_column(String(7))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    total_tool_calls: Mapped[int] = mapped_column(Integer, default=0)
+    total_credits_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_subscription_status: Mapped[str | None] = mapped_column(String(32))
+    stripe_current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stripe_last_event_at: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=utcnow(), onupdate=utcnow()
+    )
+
+
+class CreditTransaction(Base):
+    """One movement of credits; the balance is always the sum of these rows."""
+
+    __tablename__ = "credit_transactions"
+    __table_args__ = (
+        CheckConstraint(
+            "transaction_type IN ('monthly_refill', 'tool_call', 'refund', 'purchase', "
+            "'adjustment')",
+            name="type_known",
+        ),
+        CheckConstraint("balance_after = balance_before + amount", name="balance_consistent"),
+        Index("ix_credit_transactions_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("mcp_accounts.id", ondelete="CASCADE"))
+    transaction_type: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[int] = mapped_column(Integer)
+    balance_before: Mapped[int] = mapped_column(Integer)
+    balance_after: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    reference_type: Mapped[str | None] = mapped_column(String(32))
+    reference_id: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(String(500))
+    created_by: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class ToolCall(Base):
+    """One tool call made with an account: what it cost and how it went."""
+
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        Index("ix_tool_calls_account_created", "account_id", "created_at"),
+        Index("ix_tool_calls_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("mcp_accounts.id", ondelete="CASCADE"))
+    upstream: Mapped[str | None] = mapped_column(String(64))
+    tool_name: Mapped[str] = mapped_column(String(200))
+    credits_cost: Mapped[int] = mapped_column(Integer)
+    credits_charged: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=CallStatus.PENDING)
+    success: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_backend_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StripeEvent(Base):
+    """A billing webhook event already applied: a replay changes nothing."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mcp_accounts.id", ondelete="SET NULL")
+    )
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())

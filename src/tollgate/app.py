@@ -1,0 +1,76 @@
+"""``create_app(settings)``: routers, lifespan, error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.exc import DataError
+
+from tollgate import __version__
+from tollgate.accounts import billing_routes, jobs
+from tollgate.accounts import routes as account_routes
+from tollgate.core import health
+from tollgate.core.errors import error_response, install_error_handlers
+from tollgate.core.jobs import Scheduler
+from tollgate.core.logging import configure_logging
+from tollgate.core.runtime import Runtime
+from tollgate.core.settings import Settings, get_settings
+from tollgate.identity import routes as identity_routes
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+    """The Tollgate ASGI application for ``settings`` (from the environment by default)."""
+    settings = settings or get_settings()
+    if configure_logs:
+        configure_logging(settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime.build(settings)
+        app.state.runtime = runtime
+        scheduler = Scheduler()
+        await jobs.settle_abandoned_calls(runtime.sessions)
+        scheduler.every(
+            settings.refill_interval_seconds,
+            "monthly-refill",
+            lambda: jobs.run_monthly_refill(runtime.sessions),
+        )
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+            await runtime.close()
+
+    app = FastAPI(
+        title="Tollgate",
+        version=__version__,
+        description="Self-hosted MCP gateway and control plane.",
+        docs_url="/api/v1/docs",
+        redoc_url="/api/v1/redoc",
+        openapi_url="/api/v1/openapi.json",
+        lifespan=lifespan,
+        debug=False,
+    )
+    install_error_handlers(app)
+    app.add_exception_handler(
+        DataError,
+        lambda _req, _exc: error_response(422, "invalid_value", "A value is out of range"),
+    )
+    for router in (
+        health.router,
+        identity_routes.auth_router,
+        identity_routes.users_router,
+        identity_routes.orgs_router,
+        account_routes.router,
+        account_routes.admin_router,
+        billing_routes.router,
+    ):
+        app.include_router(router)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory`` (each worker builds its own app)."""
+    return create_app()

@@ -1,0 +1,223 @@
+"""The ``tollgate`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+import uvicorn
+
+from tollgate import __version__
+from tollgate.accounts.jobs import run_monthly_refill
+from tollgate.core.crypto import Keyring, generate_key_spec
+from tollgate.core.database import transaction
+from tollgate.core.encrypted import reencrypt_all
+from tollgate.core.errors import TollgateError
+from tollgate.core.logging import configure_logging
+from tollgate.core.runtime import Runtime
+from tollgate.core.settings import Settings, get_settings, read_secrets_file, write_secrets_file
+from tollgate.identity import service as users
+from tollgate.identity.models import Role
+from tollgate.migrate import upgrade_to_head
+
+app = typer.Typer(help="Tollgate: MCP gateway and control plane.", no_args_is_help=True)
+
+T = TypeVar("T")
+
+MIN_PASSWORD_LENGTH = 8
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+def _with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[T]]) -> T:
+    async def _run() -> T:
+        runtime = Runtime.build(settings)
+        try:
+            return await work(runtime)
+        finally:
+            await runtime.close()
+
+    try:
+        return asyncio.run(_run())
+    except TollgateError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
+) -> None:
+    """Migrate the database, then serve the API and the MCP endpoint."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+    uvicorn.run(
+        "tollgate.app:app_factory",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_config=None,
+        proxy_headers=False,
+    )
+
+
+@app.command("init-db")
+def init_db() -> None:
+    """Create or upgrade the database schema to the newest revision."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+    typer.echo("database is up to date")
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            typer.echo("error: passwords do not match", err=True)
+            raise typer.Exit(1)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        typer.echo(f"error: the password needs at least {MIN_PASSWORD_LENGTH} characters", err=True)
+        raise typer.Exit(1)
+    return password
+
+
+@app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Option(help="Sign-in name")],
+    email: Annotated[str, typer.Option(help="Email address")],
+    superuser: Annotated[bool, typer.Option("--superuser", help="May manage users")] = False,
+) -> None:
+    """Create an admin user; the password is prompted for (or read from standard input)."""
+    settings = _settings()
+    password = _read_password()
+    upgrade_to_head(settings.resolved_database_url)
+
+    async def work(runtime: Runtime) -> int:
+        async with transaction(runtime.sessions) as session:
+            user = await users.create_user(
+                session,
+                username=username,
+                email=email,
+                password=password,
+                role=Role.ADMIN,
+                is_superuser=superuser,
+            )
+            return user.id
+
+    user_id = _with_runtime(settings, work)
+    kind = "superuser" if superuser else "admin"
+    typer.echo(f"created {kind} {username} (id {user_id})")
+
+
+@app.command("list-admins")
+def list_admins() -> None:
+    """List admin users."""
+    settings = _settings()
+
+    async def work(runtime: Runtime) -> list[tuple[int, str, str, bool, bool]]:
+        async with runtime.sessions() as session:
+            found = await users.list_users(session, role=Role.ADMIN, limit=10_000)
+            return [(u.id, u.username, u.email, u.is_superuser, u.is_active) for u in found]
+
+    for user_id, username, email, is_superuser, active in _with_runtime(settings, work):
+        flags = ", ".join(
+            f for f, on in (("superuser", is_superuser), ("inactive", not active)) if on
+        )
+        typer.echo(f"{user_id}\t{username}\t{email}" + (f"\t({flags})" if flags else ""))
+
+
+@app.command("delete-admin")
+def delete_admin(
+    username: Annotated[str, typer.Option(help="Sign-in name of the admin to delete")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+) -> None:
+    """Delete an admin user."""
+    settings = _settings()
+    if not yes and sys.stdin.isatty():
+        typer.confirm(f"Delete admin {username}?", abort=True)
+
+    async def work(runtime: Runtime) -> bool:
+        async with transaction(runtime.sessions) as session:
+            user = await users.find_user_by_login(session, username)
+            if user is None or user.role != Role.ADMIN:
+                return False
+            await users.delete_user(session, user)
+            return True
+
+    if not _with_runtime(settings, work):
+        typer.echo(f"error: no admin called {username}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted admin {username}")
+
+
+@app.command("rotate-keys")
+def rotate_keys(
+    new_key: Annotated[
+        bool, typer.Option(help="Add a new primary key to the data directory's keyring first")
+    ] = True,
+) -> None:
+    """Re-encrypt every stored secret under the primary key.
+
+    With keys managed in the data directory, a new key is generated first and the old keys
+    are kept for decryption. With ``TOLLGATE_ENCRYPTION_KEYS`` set, put the new key first in
+    that list yourself and run this with ``--no-new-key``.
+    """
+    settings = _settings()
+    if new_key:
+        settings = _add_primary_key(settings)
+
+    async def work(runtime: Runtime) -> dict[str, int]:
+        async with transaction(runtime.sessions) as session:
+            return await reencrypt_all(session, runtime.keyring)
+
+    counts = _with_runtime(settings, work)
+    typer.echo(f"primary key: {Keyring.parse(settings.encryption_keys).primary_id}")
+    for column, count in counts.items():
+        typer.echo(f"{column}: {count} re-encrypted")
+
+
+def _add_primary_key(settings: Settings) -> Settings:
+    stored = read_secrets_file(settings.secrets_file)
+    if stored.get("encryption_keys") != settings.encryption_keys:
+        typer.echo(
+            "error: encryption keys come from TOLLGATE_ENCRYPTION_KEYS; add the new key there "
+            "and run rotate-keys --no-new-key",
+            err=True,
+        )
+        raise typer.Exit(1)
+    stored["encryption_keys"] = f"{generate_key_spec()},{settings.encryption_keys}"
+    write_secrets_file(settings.secrets_file, stored)
+    return settings.model_copy(update={"encryption_keys": stored["encryption_keys"]})
+
+
+@app.command()
+def refill() -> None:
+    """Top up every account due for its monthly allocation (safe to run any time)."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+    count = _with_runtime(settings, lambda runtime: run_monthly_refill(runtime.sessions))
+    typer.echo(f"refilled {count} accounts")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,41 @@
+"""The running application's shared components, built once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from tollgate.core.cache import Cache, make_cache
+from tollgate.core.crypto import Keyring
+from tollgate.core.database import create_engine, create_session_factory
+from tollgate.core.settings import Settings
+
+
+@dataclass
+class Runtime:
+    """Settings, database, cache and keyring of one process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    cache: Cache
+    keyring: Keyring
+    extras: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        """Create the engine, cache and keyring that ``settings`` describe."""
+        engine = create_engine(settings.resolved_database_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=create_session_factory(engine),
+            cache=make_cache(settings.redis_url or None, settings.cache_prefix),
+            keyring=Keyring.parse(settings.encryption_keys),
+        )
+
+    async def close(self) -> None:
+        """Release connections."""
+        await self.cache.close()
+        await self.engine.dispose()

@@ -1,0 +1,181 @@
+"""Settings: the seed documents' names as they are, Tollgate's own under ``TOLLGATE_*``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tollgate.core.crypto import generate_key_spec
+
+logger = logging.getLogger(__name__)
+
+SECRETS_FILE_NAME = "secrets.json"
+"""Generated secrets live beside the SQLite database, in the data directory."""
+
+GENERATED_KEY_BYTES = 32
+"""256-bit secrets: the JWT HMAC key, the app secret and AES-256-GCM keys."""
+
+
+class CreditTier(BaseModel):
+    """A credits tier: how many credits its accounts get each month."""
+
+    monthly_allocation: int = Field(ge=0)
+    stripe_price_ids: list[str] = Field(default_factory=list)
+
+
+DEFAULT_TIERS: dict[str, CreditTier] = {
+    "free": CreditTier(monthly_allocation=50),
+    "pro": CreditTier(monthly_allocation=1000),
+    "team": CreditTier(monthly_allocation=5000),
+}
+
+
+def _env(name: str, *extra: str) -> Any:
+    """Accept a seed's plain name and Tollgate's prefixed name for one setting."""
+    return AliasChoices(name, f"TOLLGATE_{name}", *extra)
+
+
+class Settings(BaseSettings):
+    """Everything Tollgate reads from the environment (or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, case_sensitive=False
+    )
+
+    data_dir: Path = Field(default=Path(".tollgate"), validation_alias="TOLLGATE_DATA_DIR")
+    database_url: str = Field(default="", validation_alias=_env("DATABASE_URL"))
+    redis_url: str = Field(default="", validation_alias=_env("REDIS_URL"))
+    cache_prefix: str = Field(default="tollgate:", validation_alias="TOLLGATE_CACHE_PREFIX")
+
+    jwt_secret_key: str = Field(default="", validation_alias=_env("JWT_SECRET_KEY"))
+    secret_key: str = Field(default="", validation_alias=_env("SECRET_KEY"))
+    encryption_keys: str = Field(default="", validation_alias="TOLLGATE_ENCRYPTION_KEYS")
+    access_token_expire_minutes: int = Field(
+        default=30, ge=1, validation_alias=_env("ACCESS_TOKEN_EXPIRE_MINUTES")
+    )
+    jwt_issuer: str = Field(default="tollgate", validation_alias="TOLLGATE_JWT_ISSUER")
+    jwt_audience: str = Field(default="tollgate", validation_alias="TOLLGATE_JWT_AUDIENCE")
+
+    log_level: str = Field(default="INFO", validation_alias=_env("LOG_LEVEL"))
+    log_json: bool | None = Field(default=None, validation_alias="TOLLGATE_LOG_JSON")
+    debug: bool = Field(default=False, validation_alias=_env("DEBUG"))
+
+    host: str = Field(default="127.0.0.1", validation_alias="TOLLGATE_HOST")
+    port: int = Field(default=8000, validation_alias="TOLLGATE_PORT")
+
+    credit_tiers: dict[str, CreditTier] = Field(
+        default_factory=lambda: dict(DEFAULT_TIERS), validation_alias="TOLLGATE_CREDIT_TIERS"
+    )
+    default_tier: str = Field(default="free", validation_alias="TOLLGATE_DEFAULT_TIER")
+    refill_interval_seconds: float = Field(
+        default=3600, gt=0, validation_alias="TOLLGATE_REFILL_INTERVAL_SECONDS"
+    )
+    key_cache_ttl_seconds: float = Field(
+        default=60, gt=0, validation_alias="TOLLGATE_KEY_CACHE_TTL_SECONDS"
+    )
+    login_max_failures_per_user: int = Field(
+        default=5, ge=1, validation_alias="TOLLGATE_LOGIN_MAX_FAILURES_PER_USER"
+    )
+    login_max_failures_per_address: int = Field(
+        default=20, ge=1, validation_alias="TOLLGATE_LOGIN_MAX_FAILURES_PER_ADDRESS"
+    )
+    login_failure_window_seconds: int = Field(
+        default=900, ge=1, validation_alias="TOLLGATE_LOGIN_FAILURE_WINDOW_SECONDS"
+    )
+    stripe_webhook_secret: str = Field(default="", validation_alias=_env("STRIPE_WEBHOOK_SECRET"))
+
+    @field_validator("credit_tiers", mode="before")
+    @classmethod
+    def _parse_tiers(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return normalise_database_url(value) if value else value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tollgate.db').resolve()}"
+
+    @cached_property
+    def secrets_file(self) -> Path:
+        """Where generated secrets are kept (mode 0600)."""
+        return self.data_dir / SECRETS_FILE_NAME
+
+    def tier(self, name: str) -> CreditTier:
+        """The tier called ``name``; unknown names fall back to the default tier."""
+        return self.credit_tiers.get(name) or self.credit_tiers[self.default_tier]
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain driver URLs to the async drivers Tollgate uses."""
+    for plain, async_form in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgresql+psycopg2://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return async_form + url[len(plain) :]
+    return url
+
+
+def load_or_generate_secrets(settings: Settings) -> Settings:
+    """Fill missing secrets from the data directory, generating them on first start.
+
+    The generated file is written with mode 0600 and announced once, when it is created.
+    """
+    stored = read_secrets_file(settings.secrets_file)
+    wanted = {
+        "jwt_secret_key": lambda: secrets.token_urlsafe(GENERATED_KEY_BYTES),
+        "secret_key": lambda: secrets.token_urlsafe(GENERATED_KEY_BYTES),
+        "encryption_keys": generate_key_spec,
+    }
+    missing = [name for name in wanted if not getattr(settings, name) and not stored.get(name)]
+    if missing:
+        for name in missing:
+            stored[name] = wanted[name]()
+        write_secrets_file(settings.secrets_file, stored)
+        logger.warning(
+            "generated secrets %s into %s (mode 0600); keep this file private and backed up",
+            ", ".join(missing),
+            settings.secrets_file,
+        )
+    updates = {name: stored[name] for name in wanted if not getattr(settings, name)}
+    return settings.model_copy(update=updates)
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    """The secrets stored in ``path``, or nothing when it does not exist."""
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def write_secrets_file(path: Path, values: dict[str, str]) -> None:
+    """Write secrets atomically, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(values, handle, indent=2)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def get_settings() -> Settings:
+    """Settings from the environment, with secrets completed from the data directory."""
+    return load_or_generate_secrets(Settings())

@@ -1,0 +1,76 @@
+"""Users, organizations and memberships."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tollgate.core.database import Base, UTCDateTime, utcnow
+
+
+class Role(enum.StrEnum):
+    """A user's role across Tollgate."""
+
+    USER = "user"
+    ADMIN = "admin"
+
+
+class OrgRole(enum.StrEnum):
+    """A member's role inside one organization."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class User(Base):
+    """A person (or a system identity) that signs in to Tollgate."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('user', 'admin')", name="role_known"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default=Role.USER)
+    is_superuser: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=utcnow(), onupdate=utcnow()
+    )
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Organization(Base):
+    """A group of users that shares credentials and tools."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class Membership(Base):
+    """A user's place in an organization."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "user_id", name="uq_memberships_org_user"),
+        CheckConstraint("role IN ('owner', 'admin', 'member')", name="role_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16), default=OrgRole.MEMBER)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())

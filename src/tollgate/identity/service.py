@@ -1,0 +1,240 @@
+"""Users: creation, sign-in with throttling, and users named by a JWT."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollgate.core.cache import Cache
+from tollgate.core.clock import utc_now
+from tollgate.core.errors import Conflict, NotFound, TooManyRequests, Unauthorized
+from tollgate.core.settings import Settings
+from tollgate.identity.jwt import TokenClaims, create_access_token
+from tollgate.identity.models import Role, User
+from tollgate.identity.passwords import hash_password, verify_password
+
+
+def normalise_email(email: str) -> str:
+    """Emails are unique case-insensitively: store them lowercased."""
+    return email.strip().lower()
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User:
+    """The user with ``user_id``, or NotFound."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("User not found", code="user_not_found")
+    return user
+
+
+async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+    """The user with this email, if any."""
+    result = await session.execute(select(User).where(User.email == normalise_email(email)))
+    return result.scalar_one_or_none()
+
+
+async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
+    """The user whose username or email is ``login``."""
+    login = login.strip()
+    column = User.email if "@" in login else User.username
+    value = normalise_email(login) if "@" in login else login
+    return (await session.execute(select(User).where(column == value))).scalar_one_or_none()
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    username: str,
+    email: str,
+    password: str | None,
+    role: str = Role.USER,
+    is_superuser: bool = False,
+    display_name: str | None = None,
+) -> User:
+    """Create a user; Conflict when the username or email is taken."""
+    user = User(
+        username=username.strip(),
+        email=normalise_email(email),
+        password_hash=hash_password(password) if password else None,
+        role=Role.ADMIN if is_superuser else role,
+        is_superuser=is_superuser,
+        display_name=display_name,
+        is_active=True,
+    )
+    await _ensure_unique(session, user.username, user.email)
+    session.add(user)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("Username or email already registered", code="user_exists") from exc
+    return user
+
+
+async def _ensure_unique(
+    session: AsyncSession, username: str, email: str, exclude_id: int | None = None
+) -> None:
+    query = (
+        select(func.count())
+        .select_from(User)
+        .where((User.username == username) | (User.email == email))
+    )
+    if exclude_id is not None:
+        query = query.where(User.id != exclude_id)
+    if (await session.execute(query)).scalar_one():
+        raise Conflict("Username or email already registered", code="user_exists")
+
+
+async def list_users(
+    session: AsyncSession, *, role: str | None = None, limit: int = 100, offset: int = 0
+) -> Sequence[User]:
+    """Users, oldest first, optionally of one role."""
+    query = select(User).order_by(User.id).limit(limit).offset(offset)
+    if role:
+        query = query.where(User.role == role)
+    return (await session.execute(query)).scalars().all()
+
+
+async def update_user(
+    session: AsyncSession,
+    user: User,
+    *,
+    email: str | None = None,
+    display_name: str | None = None,
+    password: str | None = None,
+    role: str | None = None,
+    is_active: bool | None = None,
+    is_superuser: bool | None = None,
+) -> User:
+    """Change the given fields of ``user``."""
+    if email is not None and normalise_email(email) != user.email:
+        await _ensure_unique(session, user.username, normalise_email(email), exclude_id=user.id)
+        user.email = normalise_email(email)
+    if display_name is not None:
+        user.display_name = display_name
+    if password is not None:
+        user.password_hash = hash_password(password)
+    if role is not None:
+        user.role = role
+    if is_active is not None:
+        user.is_active = is_active
+    if is_superuser is not None:
+        user.is_superuser = is_superuser
+        if is_superuser:
+            user.role = Role.ADMIN
+    await session.flush()
+    return user
+
+
+async def delete_user(session: AsyncSession, user: User) -> None:
+    """Remove a user and what belongs only to them."""
+    await session.delete(user)
+    await session.flush()
+
+
+class LoginThrottle:
+    """Counts failed sign-ins per username and per client address, through the cache."""
+
+    def __init__(self, cache: Cache, settings: Settings) -> None:
+        self.cache = cache
+        self.window = settings.login_failure_window_seconds
+        self.limits = {
+            "user": settings.login_max_failures_per_user,
+            "addr": settings.login_max_failures_per_address,
+        }
+
+    def _keys(self, login: str, address: str) -> dict[str, str]:
+        return {"user": f"login-fail:user:{login.lower()}", "addr": f"login-fail:addr:{address}"}
+
+    async def check(self, login: str, address: str) -> None:
+        """Refuse further attempts once either counter has reached its limit."""
+        for kind, key in self._keys(login, address).items():
+            count = await self.cache.get(key)
+            if count is not None and int(count) >= self.limits[kind]:
+                raise TooManyRequests(
+                    "Too many failed sign-in attempts; try again later",
+                    code="too_many_attempts",
+                    extra={"retry_after_seconds": self.window},
+                )
+
+    async def failed(self, login: str, address: str) -> None:
+        """Count one failure against both the username and the address."""
+        for key in self._keys(login, address).values():
+            await self.cache.incr(key, ttl=self.window)
+
+    async def succeeded(self, login: str) -> None:
+        """A correct password clears the username's counter."""
+        await self.cache.delete(f"login-fail:user:{login.lower()}")
+
+
+async def authenticate(
+    session: AsyncSession, throttle: LoginThrottle, login: str, password: str, address: str
+) -> User:
+    """The active user whose credentials these are, or Unauthorized."""
+    await throttle.check(login, address)
+    user = await find_user_by_login(session, login)
+    password_ok = verify_password(password, user.password_hash if user else None)
+    if user is None or not password_ok or not user.is_active:
+        await throttle.failed(login, address)
+        raise Unauthorized("Incorrect username or password", code="invalid_credentials")
+    await throttle.succeeded(login)
+    user.last_login_at = utc_now()
+    await session.flush()
+    return user
+
+
+def issue_access_token(settings: Settings, user: User) -> str:
+    """A JWT for ``user`` that expires after ``ACCESS_TOKEN_EXPIRE_MINUTES``."""
+    return create_access_token(
+        secret=settings.jwt_secret_key,
+        email=user.email,
+        user_id=user.id,
+        role=user.role,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        expires_in=timedelta(minutes=settings.access_token_expire_minutes),
+    )
+
+
+async def user_for_claims(session: AsyncSession, claims: TokenClaims) -> User:
+    """The user a JWT names, created on first use when another backend issued the token.
+
+    Such users always start with the plain user role: a role claim from elsewhere is not
+    trusted to grant admin rights here.
+    """
+    user = await find_user_by_email(session, claims.email)
+    if user is None:
+        if claims.issued_by_us:
+            raise Unauthorized("Invalid token", code="invalid_token")
+        user = await _create_external_user(session, claims)
+    if not user.is_active:
+        raise Unauthorized("User is inactive", code="user_inactive")
+    return user
+
+
+async def _create_external_user(session: AsyncSession, claims: TokenClaims) -> User:
+    base = re.sub(r"[^a-z0-9._-]", "", claims.email.split("@")[0])[:48] or "user"
+    username = base
+    while (
+        await session.execute(select(User.id).where(User.username == username))
+    ).first() is not None:
+        username = f"{base}-{secrets.token_hex(3)}"
+    try:
+        return await create_user(
+            session,
+            username=username,
+            email=claims.email,
+            password=None,
+            display_name=claims.display_name,
+        )
+    except Conflict:
+        existing = await find_user_by_email(session, claims.email)
+        if existing is None:
+            raise
+        return existing
