@@ -21,7 +21,7 @@ from tollgate.accounts.schemas import (
     UsageHistoryResponse,
     UsageSummaryResponse,
 )
-from tollgate.core.deps import PathId, SessionDep, SettingsDep
+from tollgate.core.deps import PageLimit, PageOffset, PathId, SessionDep, SettingsDep
 from tollgate.identity.deps import require
 from tollgate.identity.models import User
 
@@ -76,8 +76,8 @@ async def get_usage_history(
     days: Annotated[int, Query(ge=1, le=90, description="Number of days to look back")] = 7,
     tool_name: Annotated[str | None, Query(max_length=200, description="Filter by tool")] = None,
     success_only: Annotated[bool, Query(description="Only successful calls")] = False,
-    limit: Annotated[int, Query(ge=1, le=500, description="Max results")] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000, description="Offset for pagination")] = 0,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
 ) -> UsageHistoryResponse:
     """The caller's tool calls of the last ``days`` days. JWT or account key."""
     total, calls = await service.usage_history(
@@ -135,8 +135,8 @@ async def read_ledger(
     account_id: PathId,
     _: AccountsAdmin,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
 ) -> LedgerPage:
     """An account's ledger, newest first. Needs ``admin.accounts.manage``."""
     await service.get_account(session, account_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.core.cache import Cache
@@ -63,3 +63,9 @@ ClientAddress = Annotated[str, Depends(client_address)]
 
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 """An integer id in a path: bounded so a huge number is a 422, not a database error."""
+
+MAX_OFFSET = 1_000_000
+"""Deeper pages than this are refused: use filters instead of scanning that far."""
+
+PageLimit = Annotated[int, Query(ge=1, le=500, description="Max results")]
+PageOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Offset for pagination")]

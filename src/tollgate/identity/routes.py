@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
-from tollgate.core.deps import CacheDep, ClientAddress, PathId, SessionDep, SettingsDep
+from tollgate.core.deps import (
+    CacheDep,
+    ClientAddress,
+    PageLimit,
+    PageOffset,
+    PathId,
+    SessionDep,
+    SettingsDep,
+)
 from tollgate.core.errors import Conflict
 from tollgate.identity import organizations as orgs
 from tollgate.identity import service
@@ -27,9 +35,6 @@ from tollgate.identity.schemas import (
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/v1/admin/users", tags=["admin users"])
 orgs_router = APIRouter(prefix="/api/v1/admin/organizations", tags=["admin organizations"])
-
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 @auth_router.post("/login", response_model=TokenResponse)
@@ -60,8 +65,8 @@ async def list_users(
     _: AdminReader,
     session: SessionDep,
     role: Annotated[str | None, Query(pattern="^(user|admin)$")] = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
 ) -> list[UserOut]:
     """Users, optionally of one role. Needs ``admin.users.read``."""
     users = await service.list_users(session, role=role, limit=limit, offset=offset)
@@ -109,7 +114,7 @@ async def delete_user(user_id: PathId, caller: Superuser, session: SessionDep) -
 
 @orgs_router.get("", response_model=list[OrganizationOut])
 async def list_organizations(
-    _: OrgAdmin, session: SessionDep, limit: Limit = 100, offset: Offset = 0
+    _: OrgAdmin, session: SessionDep, limit: PageLimit = 100, offset: PageOffset = 0
 ) -> list[OrganizationOut]:
     """Organizations. Needs ``admin.organizations.manage``."""
     found = await orgs.list_organizations(session, limit=limit, offset=offset)

@@ -149,8 +149,13 @@ class LoginThrottle:
             "addr": settings.login_max_failures_per_address,
         }
 
+    @staticmethod
+    def _user_key(login: str) -> str:
+        # Normalised as find_user_by_login does, so " alice" cannot dodge alice's counter.
+        return f"login-fail:user:{login.strip().lower()}"
+
     def _keys(self, login: str, address: str) -> dict[str, str]:
-        return {"user": f"login-fail:user:{login.lower()}", "addr": f"login-fail:addr:{address}"}
+        return {"user": self._user_key(login), "addr": f"login-fail:addr:{address}"}
 
     async def check(self, login: str, address: str) -> None:
         """Refuse further attempts once either counter has reached its limit."""
@@ -170,7 +175,7 @@ class LoginThrottle:
 
     async def succeeded(self, login: str) -> None:
         """A correct password clears the username's counter."""
-        await self.cache.delete(f"login-fail:user:{login.lower()}")
+        await self.cache.delete(self._user_key(login))
 
 
 async def authenticate(

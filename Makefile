@@ -1,0 +1,43 @@
+# Tollgate: `make run` serves on SQLite, `make test` checks everything.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LINTED := src tests bench migrations
+
+.PHONY: install run test lint fuzz bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/tollgate serve
+
+lint: install
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+
+test: lint
+	@echo "== test suite on SQLite + memory cache =="
+	env -u TOLLGATE_TEST_DATABASE_URL -u TOLLGATE_TEST_REDIS_URL -u TOLLGATE_TEST_REQUIRE_SERVICES $(BIN)/pytest
+	@if [ -n "$$TOLLGATE_TEST_DATABASE_URL" ]; then \
+		echo "== test suite on PostgreSQL + Redis =="; \
+		$(BIN)/pytest; \
+	else \
+		echo "(PostgreSQL + Redis run skipped: TOLLGATE_TEST_DATABASE_URL is not set)"; \
+	fi
+
+fuzz: install
+	$(BIN)/pytest -m fuzz -p no:randomly tests/test_fuzz_openapi.py
+
+bench: install
+	$(BIN)/python bench/auth_bench.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,84 @@
+"""Real ``tollgate serve`` processes on 127.0.0.1 for tests where processes matter."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tollgate.core.settings import Settings
+
+START_TIMEOUT_SECONDS = 30.0
+"""A server that is not healthy by then has failed to start."""
+
+TOLLGATE = str(Path(sys.executable).with_name("tollgate"))
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a ``tollgate`` process share ``settings``' stores."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_TEST_")}
+    env.update(
+        TOLLGATE_DATA_DIR=str(settings.data_dir),
+        DATABASE_URL=settings.resolved_database_url,
+        REDIS_URL=settings.redis_url,
+        TOLLGATE_CACHE_PREFIX=settings.cache_prefix,
+        JWT_SECRET_KEY=settings.jwt_secret_key,
+        SECRET_KEY=settings.secret_key,
+        TOLLGATE_ENCRYPTION_KEYS=settings.encryption_keys,
+        STRIPE_WEBHOOK_SECRET=settings.stripe_webhook_secret,
+        TOLLGATE_LOG_JSON="true",
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def live_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """Run ``tollgate serve`` until the block ends; yields its base URL."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [TOLLGATE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(base_url, process, log_path)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server not healthy in time:\n{log_path.read_text()}")
