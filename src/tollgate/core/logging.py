@@ -40,7 +40,7 @@ class RedactingFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and any extra fields."""
 
-    _standard = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+    _standard = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -74,3 +74,4 @@ def configure_logging(level: str = "INFO", json_lines: bool | None = None) -> No
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers[:] = []
         uvicorn_logger.propagate = True
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
