@@ -11,6 +11,9 @@ from sqlalchemy.exc import DataError
 from tollgate import __version__
 from tollgate.accounts import billing_routes, jobs
 from tollgate.accounts import routes as account_routes
+from tollgate.broker import jobs as broker_jobs
+from tollgate.broker import organization_routes
+from tollgate.broker import routes as broker_routes
 from tollgate.core import health
 from tollgate.core.errors import error_response, install_error_handlers
 from tollgate.core.jobs import Scheduler
@@ -36,6 +39,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             settings.refill_interval_seconds,
             "monthly-refill",
             lambda: jobs.run_monthly_refill(runtime.sessions),
+        )
+        scheduler.every(
+            settings.lease_expiry_interval_seconds,
+            "lease-expiry",
+            lambda: broker_jobs.mark_expired_leases(runtime.sessions),
         )
         try:
             yield
@@ -66,6 +74,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         account_routes.router,
         account_routes.admin_router,
         billing_routes.router,
+        broker_routes.mcp_router,
+        broker_routes.tokens_router,
+        broker_routes.services_router,
+        broker_routes.audit_router,
+        organization_routes.integrations_router,
+        organization_routes.organizations_router,
     ):
         app.include_router(router)
     return app

@@ -1,7 +1,8 @@
 """Every part's models, imported together so the metadata is complete (migrations, tests)."""
 
 from tollgate.accounts import models as accounts_models
+from tollgate.broker import models as broker_models
 from tollgate.core.database import Base
 from tollgate.identity import models as identity_models
 
-__all__ = ["Base", "accounts_models", "identity_models"]
+__all__ = ["Base", "accounts_models", "broker_models", "identity_models"]

@@ -98,6 +98,42 @@ def _utc_month_sqlite(element: utc_month, compiler: Any, **kw: Any) -> str:
     return "strftime('%Y-%m', 'now')"
 
 
+class add_seconds(FunctionElement[datetime]):  # noqa: N801
+    """``moment + seconds`` in SQL, for expiry arithmetic done by the database."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(add_seconds, "postgresql")
+def _add_seconds_pg(element: add_seconds, compiler: Any, **kw: Any) -> str:
+    moment, seconds = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({moment} + make_interval(secs => {seconds}))"
+
+
+@compiles(add_seconds, "sqlite")
+def _add_seconds_sqlite(element: add_seconds, compiler: Any, **kw: Any) -> str:
+    moment, seconds = (compiler.process(c, **kw) for c in element.clauses)
+    return f"strftime('%Y-%m-%d %H:%M:%f', {moment}, '+' || ({seconds}) || ' seconds')"
+
+
+class earliest(FunctionElement[datetime]):  # noqa: N801
+    """The earlier of two timestamps."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(earliest, "postgresql")
+def _earliest_pg(element: earliest, compiler: Any, **kw: Any) -> str:
+    return f"LEAST({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(earliest, "sqlite")
+def _earliest_sqlite(element: earliest, compiler: Any, **kw: Any) -> str:
+    return f"MIN({compiler.process(element.clauses, **kw)})"
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     """WAL, foreign keys, and real transactions (BEGIN IMMEDIATE) for SQLite.
 

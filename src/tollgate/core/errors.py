@@ -79,6 +79,14 @@ class Conflict(TollgateError):
     message = "Conflict"
 
 
+class Unprocessable(TollgateError):
+    """Well-formed, but the content cannot be used (a field's value, a missing resource)."""
+
+    status_code = 422
+    code = "unprocessable"
+    message = "The request cannot be processed"
+
+
 class InsufficientCredits(TollgateError):
     """The account cannot pay for this."""
 

@@ -90,6 +90,24 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = Field(
         default=900, ge=1, validation_alias="TOLLGATE_LOGIN_FAILURE_WINDOW_SECONDS"
     )
+    lease_default_ttl_seconds: int = Field(
+        default=3600, ge=1, validation_alias="TOLLGATE_LEASE_DEFAULT_TTL_SECONDS"
+    )
+    lease_min_ttl_seconds: int = Field(
+        default=60, ge=1, validation_alias="TOLLGATE_LEASE_MIN_TTL_SECONDS"
+    )
+    lease_max_ttl_seconds: int = Field(
+        default=86400, ge=1, validation_alias="TOLLGATE_LEASE_MAX_TTL_SECONDS"
+    )
+    lease_max_renewals: int = Field(
+        default=24, ge=0, validation_alias="TOLLGATE_LEASE_MAX_RENEWALS"
+    )
+    lease_max_lifetime_seconds: int = Field(
+        default=90000, ge=1, validation_alias="TOLLGATE_LEASE_MAX_LIFETIME_SECONDS"
+    )
+    lease_expiry_interval_seconds: float = Field(
+        default=60, gt=0, validation_alias="TOLLGATE_LEASE_EXPIRY_INTERVAL_SECONDS"
+    )
     stripe_webhook_secret: str = Field(default="", validation_alias=_env("STRIPE_WEBHOOK_SECRET"))
 
     @field_validator("credit_tiers", mode="before")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate.core.errors import Conflict, NotFound
 from tollgate.identity.models import Membership, Organization, OrgRole, User
 from tollgate.identity.service import get_user
+
+MemberRemovedHook = Callable[[AsyncSession, int, int], Awaitable[object]]
+"""Called with (session, organization id, user id) in the transaction that removes a member."""
+
+_member_removed_hooks: list[MemberRemovedHook] = []
+
+
+def on_member_removed(hook: MemberRemovedHook) -> MemberRemovedHook:
+    """Register work that must happen whenever someone leaves an organization."""
+    if hook not in _member_removed_hooks:
+        _member_removed_hooks.append(hook)
+    return hook
 
 
 async def create_organization(
@@ -94,3 +106,5 @@ async def remove_member(session: AsyncSession, org: Organization, user_id: int) 
         raise NotFound("This user is not a member", code="member_not_found")
     await session.delete(membership)
     await session.flush()
+    for hook in _member_removed_hooks:
+        await hook(session, org.id, user_id)

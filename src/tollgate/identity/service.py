@@ -139,56 +139,54 @@ async def delete_user(session: AsyncSession, user: User) -> None:
 
 
 class LoginThrottle:
-    """Counts failed sign-ins per username and per client address, through the cache."""
+    """Counts sign-in attempts per client address and per username, through the cache.
+
+    Each attempt is counted before its password is checked, so concurrent guesses cannot
+    all pass a check made before any of them was counted; a success takes its count back.
+    """
 
     def __init__(self, cache: Cache, settings: Settings) -> None:
         self.cache = cache
         self.window = settings.login_failure_window_seconds
         self.limits = {
-            "user": settings.login_max_failures_per_user,
             "addr": settings.login_max_failures_per_address,
+            "user": settings.login_max_failures_per_user,
         }
 
-    @staticmethod
-    def _user_key(login: str) -> str:
-        # Normalised as find_user_by_login does, so " alice" cannot dodge alice's counter.
-        return f"login-fail:user:{login.strip().lower()}"
-
     def _keys(self, login: str, address: str) -> dict[str, str]:
-        return {"user": self._user_key(login), "addr": f"login-fail:addr:{address}"}
+        # The login is normalised as find_user_by_login does: " alice" is alice.
+        return {
+            "addr": f"login-fail:addr:{address}",
+            "user": f"login-fail:user:{login.strip().lower()}",
+        }
 
-    async def check(self, login: str, address: str) -> None:
-        """Refuse further attempts once either counter has reached its limit."""
+    async def attempt(self, login: str, address: str) -> None:
+        """Count one attempt; refuse it once either counter is past its limit."""
         for kind, key in self._keys(login, address).items():
-            count = await self.cache.get(key)
-            if count is not None and int(count) >= self.limits[kind]:
+            if await self.cache.incr(key, ttl=self.window) > self.limits[kind]:
                 raise TooManyRequests(
                     "Too many failed sign-in attempts; try again later",
                     code="too_many_attempts",
                     extra={"retry_after_seconds": self.window},
                 )
 
-    async def failed(self, login: str, address: str) -> None:
-        """Count one failure against both the username and the address."""
-        for key in self._keys(login, address).values():
-            await self.cache.incr(key, ttl=self.window)
-
-    async def succeeded(self, login: str) -> None:
-        """A correct password clears the username's counter."""
-        await self.cache.delete(self._user_key(login))
+    async def succeeded(self, login: str, address: str) -> None:
+        """A correct password clears the username's counter and uncounts the address's try."""
+        keys = self._keys(login, address)
+        await self.cache.delete(keys["user"])
+        await self.cache.incr(keys["addr"], amount=-1, ttl=self.window)
 
 
 async def authenticate(
     session: AsyncSession, throttle: LoginThrottle, login: str, password: str, address: str
 ) -> User:
     """The active user whose credentials these are, or Unauthorized."""
-    await throttle.check(login, address)
+    await throttle.attempt(login, address)
     user = await find_user_by_login(session, login)
     password_ok = verify_password(password, user.password_hash if user else None)
     if user is None or not password_ok or not user.is_active:
-        await throttle.failed(login, address)
         raise Unauthorized("Incorrect username or password", code="invalid_credentials")
-    await throttle.succeeded(login)
+    await throttle.succeeded(login, address)
     user.last_login_at = utc_now()
     await session.flush()
     return user

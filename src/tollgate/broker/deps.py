@@ -1,0 +1,74 @@
+"""Who is calling the broker: a user's JWT, or an access token acting for its user."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+
+from tollgate.broker import audit, tokens
+from tollgate.broker.models import AccessToken
+from tollgate.core.deps import ClientAddress, RuntimeDep, SessionDep
+from tollgate.core.errors import Forbidden
+from tollgate.identity.deps import BearerToken, current_user
+from tollgate.identity.models import User
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: a user, and the access token they came with (None for a JWT)."""
+
+    user: User
+    token: AccessToken | None
+    actor: audit.Actor
+
+    def has_scope(self, scope: str) -> bool:
+        """JWTs carry every scope; a ``lease`` token may also ``read``."""
+        if self.token is None:
+            return True
+        granted = set(self.token.scopes)
+        return scope in granted or (scope == "read" and "lease" in granted)
+
+
+async def principal(
+    token: BearerToken, session: SessionDep, runtime: RuntimeDep, address: ClientAddress
+) -> Principal:
+    """Authenticate the bearer; failed token attempts are audited with the prefix only."""
+    if not token.startswith(tokens.TOKEN_PREFIX):
+        user = await current_user(token, session, runtime.settings)
+        return Principal(user, None, audit.Actor(user_id=user.id, client_address=address))
+    try:
+        use = await tokens.authenticate(session, token)
+    except tokens.TokenRefused as refused:
+        await audit.record_now(
+            runtime.sessions,
+            "mcp_auth_failed",
+            audit.Actor(token_prefix=token[: tokens.TOKEN_VISIBLE_PREFIX], client_address=address),
+            details={"reason": refused.reason},
+        )
+        raise
+    tokens.track_use(session, runtime.cache, use.token)
+    actor = audit.Actor(
+        user_id=use.user.id, token_prefix=use.token.token_prefix, client_address=address
+    )
+    return Principal(use.user, use.token, actor)
+
+
+CallerPrincipal = Annotated[Principal, Depends(principal)]
+
+
+def scoped(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency passing the principal on only if its token carries ``scope``."""
+
+    async def _check(caller: CallerPrincipal) -> Principal:
+        if not caller.has_scope(scope):
+            raise Forbidden(f"This token lacks the '{scope}' scope", code="insufficient_scope")
+        return caller
+
+    return _check
+
+
+Reader = Annotated[Principal, Depends(scoped("read"))]
+Leaser = Annotated[Principal, Depends(scoped("lease"))]
