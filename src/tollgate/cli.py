@@ -6,6 +6,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
@@ -13,10 +14,11 @@ import uvicorn
 
 from tollgate import __version__
 from tollgate.accounts.jobs import run_monthly_refill
+from tollgate.broker import audit, demo, tokens
 from tollgate.core.crypto import Keyring, generate_key_spec
 from tollgate.core.database import transaction
 from tollgate.core.encrypted import reencrypt_all
-from tollgate.core.errors import TollgateError
+from tollgate.core.errors import NotFound, TollgateError
 from tollgate.core.logging import configure_logging
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings, get_settings, read_secrets_file, write_secrets_file
@@ -25,6 +27,8 @@ from tollgate.identity.models import Role
 from tollgate.migrate import upgrade_to_head
 
 app = typer.Typer(help="Tollgate: MCP gateway and control plane.", no_args_is_help=True)
+token_app = typer.Typer(help="Access tokens for MCP servers.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 T = TypeVar("T")
 
@@ -210,6 +214,58 @@ def refill() -> None:
     upgrade_to_head(settings.resolved_database_url)
     count = _with_runtime(settings, lambda runtime: run_monthly_refill(runtime.sessions))
     typer.echo(f"refilled {count} accounts")
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option(help="Email or username of the token's user")],
+    name: Annotated[str, typer.Option(help="What the token is for")],
+    scope: Annotated[list[str], typer.Option(help="lease (default) or read")] = ["lease"],  # noqa: B006
+    expires_days: Annotated[
+        int, typer.Option(min=0, help="Days until it expires; 0 for never")
+    ] = 90,
+) -> None:
+    """Issue an access token for an MCP server; the token is printed once."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+
+    async def work(runtime: Runtime) -> str:
+        async with transaction(runtime.sessions) as session:
+            owner = await users.find_user_by_login(session, user)
+            if owner is None:
+                raise NotFound(f"no user {user}")
+            expires_at = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+            issued = await tokens.issue(
+                session,
+                owner,
+                name=name,
+                scopes=scope,
+                expires_at=expires_at,
+                actor=audit.Actor(client_address="cli"),
+            )
+            return issued.full
+
+    typer.echo(_with_runtime(settings, work))
+
+
+@app.command("seed-demo")
+def seed_demo() -> None:
+    """Create the development data (users, organizations, integrations, token, leases).
+
+    Running it again changes nothing; the system user's token is printed only when created.
+    """
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+
+    async def work(runtime: Runtime) -> demo.DemoReport:
+        async with transaction(runtime.sessions) as session:
+            return await demo.seed(session, runtime.keyring, runtime.settings)
+
+    report = _with_runtime(settings, work)
+    for line in report.created or ["nothing to do: the demo data exists"]:
+        typer.echo(line)
+    if report.token:
+        typer.echo(f"\nMCP_TOKEN={report.token}\n(shown once: store it now)")
 
 
 @app.command()

@@ -95,7 +95,7 @@ async def handle_event(
         logger.warning("stripe event %s names no known account", event["id"])
         return WebhookResult(received=True, applied=False, reason="unknown_account")
     created = int(event.get("created") or 0)
-    if False:
+    if account.stripe_last_event_at is not None and created < account.stripe_last_event_at:
         return WebhookResult(received=True, applied=False, reason="stale_event")
     await _apply_subscription(session, account, subscription, event, settings)
     return WebhookResult(received=True, applied=True)

@@ -32,6 +32,16 @@ def _result(entry: CreditTransaction, replayed: bool) -> LedgerResult:
     return LedgerResult(amount=entry.amount, balance_after=entry.balance_after, replayed=replayed)
 
 
+def _replay(entry: CreditTransaction, account_id: int) -> LedgerResult:
+    """The first result again, unless the key was spent by another account."""
+    if entry.account_id != account_id:
+        raise Conflict(
+            "This idempotency key was already used for another account",
+            code="idempotency_key_reused",
+        )
+    return _result(entry, replayed=True)
+
+
 async def find_entry(session: AsyncSession, idempotency_key: str) -> CreditTransaction | None:
     """The ledger row written under ``idempotency_key``, if any."""
     query = select(CreditTransaction).where(CreditTransaction.idempotency_key == idempotency_key)
@@ -59,7 +69,7 @@ async def _apply(
     """
     existing = await find_entry(session, idempotency_key)
     if existing is not None:
-        return _result(existing, replayed=True)
+        return _replay(existing, account_id)
     conditions = [McpAccount.id == account_id, McpAccount.credits_balance + amount >= 0]
     if require_active:
         conditions.append(McpAccount.is_active.is_(True))
@@ -92,7 +102,7 @@ async def _apply(
         existing = await find_entry(session, idempotency_key)
         if existing is None:
             raise
-        return _result(existing, replayed=True)
+        return _replay(existing, account_id)
     return _result(entry, replayed=False)
 
 

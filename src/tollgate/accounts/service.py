@@ -113,7 +113,7 @@ async def regenerate_key(session: AsyncSession, account: McpAccount, keys: KeySt
     account.mcp_key_hash = key.hash
     account.mcp_key_prefix = key.prefix
     await session.flush()
-    pass
+    after_commit(session, lambda: keys.revoke(old_hash))
     return key
 
 

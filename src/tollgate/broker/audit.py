@@ -58,7 +58,10 @@ async def record_now(
     target_id: object = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Write an audit row in its own transaction: for failures whose request rolls back."""
+    """Write an audit row in its own transaction: for failures whose request rolls back.
+
+    Call it while holding no other transaction (SQLite has one writer at a time).
+    """
     try:
         async with transaction(sessions) as session:
             record(

@@ -35,13 +35,18 @@ class Principal:
 async def principal(
     token: BearerToken, session: SessionDep, runtime: RuntimeDep, address: ClientAddress
 ) -> Principal:
-    """Authenticate the bearer; failed token attempts are audited with the prefix only."""
+    """Authenticate the bearer; failed token attempts are audited with the prefix only.
+
+    The request's own transaction is ended before the failure is written in a transaction
+    of its own: on SQLite a second writer would otherwise wait for the first.
+    """
     if not token.startswith(tokens.TOKEN_PREFIX):
         user = await current_user(token, session, runtime.settings)
         return Principal(user, None, audit.Actor(user_id=user.id, client_address=address))
     try:
         use = await tokens.authenticate(session, token)
     except tokens.TokenRefused as refused:
+        await session.rollback()
         await audit.record_now(
             runtime.sessions,
             "mcp_auth_failed",

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
 
-_DUMMY_HASH = _hasher.hash("tollgate-timing-equaliser")
-"""Verified against when the user does not exist, so a miss takes as long as a wrong password."""
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a miss takes as long as a wrong
+    password (made on first use: hashing costs a noticeable fraction of a second)."""
+    return _hasher.hash("tollgate-timing-equaliser")
 
 
 def hash_password(password: str) -> str:
@@ -19,6 +25,6 @@ def hash_password(password: str) -> str:
 def verify_password(password: str, password_hash: str | None) -> bool:
     """True when ``password`` matches; spends the same effort when there is no hash."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        return _hasher.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
