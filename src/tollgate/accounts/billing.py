@@ -97,8 +97,21 @@ async def handle_event(
     created = int(event.get("created") or 0)
     if account.stripe_last_event_at is not None and created < account.stripe_last_event_at:
         return WebhookResult(received=True, applied=False, reason="stale_event")
+    if _ends_another_subscription(account, subscription, event_type):
+        return WebhookResult(received=True, applied=False, reason="other_subscription")
     await _apply_subscription(session, account, subscription, event, settings)
     return WebhookResult(received=True, applied=True)
+
+
+def _ends_another_subscription(
+    account: McpAccount, subscription: dict[str, Any], event_type: str
+) -> bool:
+    """An old subscription ending must not downgrade an account that moved to a new one."""
+    return (
+        event_type == "customer.subscription.deleted"
+        and account.stripe_subscription_id is not None
+        and subscription.get("id") != account.stripe_subscription_id
+    )
 
 
 async def _find_account(session: AsyncSession, subscription: dict[str, Any]) -> McpAccount | None:
