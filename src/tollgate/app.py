@@ -16,11 +16,15 @@ from tollgate.broker import organization_routes
 from tollgate.broker import routes as broker_routes
 from tollgate.core import health
 from tollgate.core.errors import error_response, install_error_handlers
+from tollgate.core.instances import HEARTBEAT_INTERVAL_SECONDS, heartbeat
 from tollgate.core.jobs import Scheduler
 from tollgate.core.logging import configure_logging
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings, get_settings
 from tollgate.identity import routes as identity_routes
+
+ABANDONED_CALLS_INTERVAL_SECONDS = 60.0
+"""How often calls left pending by a dead process are looked for (besides at start)."""
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
@@ -34,7 +38,18 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         runtime = Runtime.build(settings)
         app.state.runtime = runtime
         scheduler = Scheduler()
-        await jobs.settle_abandoned_calls(runtime.sessions)
+        await heartbeat(runtime.cache, runtime.instance_id)
+        await jobs.settle_abandoned_calls(runtime.sessions, runtime.cache)
+        scheduler.every(
+            HEARTBEAT_INTERVAL_SECONDS,
+            "heartbeat",
+            lambda: heartbeat(runtime.cache, runtime.instance_id),
+        )
+        scheduler.every(
+            ABANDONED_CALLS_INTERVAL_SECONDS,
+            "abandoned-calls",
+            lambda: jobs.settle_abandoned_calls(runtime.sessions, runtime.cache),
+        )
         scheduler.every(
             settings.refill_interval_seconds,
             "monthly-refill",

@@ -3,6 +3,7 @@
 from tollgate.accounts import models as accounts_models
 from tollgate.broker import models as broker_models
 from tollgate.core.database import Base
+from tollgate.gateway import models as gateway_models
 from tollgate.identity import models as identity_models
 
-__all__ = ["Base", "accounts_models", "broker_models", "identity_models"]
+__all__ = ["Base", "accounts_models", "broker_models", "gateway_models", "identity_models"]

@@ -7,9 +7,10 @@ is not. A call left pending by a crash is settled at the next start as a backend
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.accounts import credits
@@ -39,6 +40,7 @@ async def reserve_call(
     tool_name: str,
     upstream: str | None,
     cost: int,
+    instance_id: str | None = None,
 ) -> credits.LedgerResult:
     """Charge the call and record it as pending, in the caller's transaction."""
     result = await credits.charge(
@@ -54,6 +56,7 @@ async def reserve_call(
                 credits_cost=cost,
                 credits_charged=cost,
                 status=CallStatus.PENDING,
+                instance_id=instance_id,
             )
         )
         await session.flush()
@@ -85,17 +88,23 @@ async def settle_call(session: AsyncSession, outcome: CallOutcome) -> bool:
     return True
 
 
-async def settle_abandoned_calls(session: AsyncSession) -> int:
-    """Settle every call still pending (after a crash) as a refunded backend error."""
-    pending = (
-        (
-            await session.execute(
-                select(ToolCall.request_id).where(ToolCall.status == CallStatus.PENDING)
-            )
+async def pending_instances(session: AsyncSession) -> set[str | None]:
+    """The processes that have calls pending (None for calls recorded without one)."""
+    query = select(ToolCall.instance_id).where(ToolCall.status == CallStatus.PENDING).distinct()
+    return set((await session.execute(query)).scalars())
+
+
+async def settle_abandoned_calls(session: AsyncSession, keep: Collection[str] = ()) -> int:
+    """Settle pending calls as refunded backend errors, except those of live processes.
+
+    ``keep`` names the processes still alive: their calls may yet finish.
+    """
+    query = select(ToolCall.request_id).where(ToolCall.status == CallStatus.PENDING)
+    if keep:
+        query = query.where(
+            or_(ToolCall.instance_id.is_(None), ToolCall.instance_id.not_in(list(keep)))
         )
-        .scalars()
-        .all()
-    )
+    pending = (await session.execute(query)).scalars().all()
     for request_id in pending:
         await settle_call(
             session,

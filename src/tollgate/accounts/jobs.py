@@ -8,7 +8,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tollgate.accounts import calls, credits
+from tollgate.core.cache import Cache
 from tollgate.core.database import transaction
+from tollgate.core.instances import is_alive
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +35,21 @@ async def run_monthly_refill(sessions: async_sessionmaker[AsyncSession]) -> int:
     return refilled
 
 
-async def settle_abandoned_calls(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """At start-up: refund and close every call a previous process left pending."""
+async def settle_abandoned_calls(
+    sessions: async_sessionmaker[AsyncSession], cache: Cache | None = None
+) -> int:
+    """Refund and close the calls that processes no longer alive left pending.
+
+    Without a cache to ask, every pending call is taken as abandoned (a single process
+    calls this at start, before it makes calls of its own).
+    """
     async with transaction(sessions) as session:
-        settled = await calls.settle_abandoned_calls(session)
+        keep: set[str] = set()
+        if cache is not None:
+            for instance_id in await calls.pending_instances(session):
+                if instance_id is not None and await is_alive(cache, instance_id):
+                    keep.add(instance_id)
+        settled = await calls.settle_abandoned_calls(session, keep)
     if settled:
         logger.warning("settled %d tool calls left pending by a previous process", settled)
     return settled

@@ -117,6 +117,7 @@ class ToolCall(Base):
     credits_cost: Mapped[int] = mapped_column(Integer)
     credits_charged: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default=CallStatus.PENDING)
+    instance_id: Mapped[str | None] = mapped_column(String(32))
     success: Mapped[bool] = mapped_column(Boolean, default=False)
     is_backend_error: Mapped[bool] = mapped_column(Boolean, default=False)
     error_code: Mapped[str | None] = mapped_column(String(64))

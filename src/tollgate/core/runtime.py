@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tollgate.core.cache import Cache, make_cache
 from tollgate.core.crypto import Keyring
 from tollgate.core.database import create_engine, create_session_factory
+from tollgate.core.instances import new_instance_id
 from tollgate.core.settings import Settings
 
 
@@ -21,6 +22,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     cache: Cache
     keyring: Keyring
+    instance_id: str = field(default_factory=new_instance_id)
     extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
