@@ -7,10 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.exc import DataError
+from starlette.types import Scope
 
 from tollgate import __version__
 from tollgate.accounts import billing_routes, jobs
 from tollgate.accounts import routes as account_routes
+from tollgate.accounts.deps import key_store
+from tollgate.accounts.settlement import Settler
 from tollgate.broker import jobs as broker_jobs
 from tollgate.broker import organization_routes
 from tollgate.broker import routes as broker_routes
@@ -21,6 +24,9 @@ from tollgate.core.jobs import Scheduler
 from tollgate.core.logging import configure_logging
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings, get_settings
+from tollgate.gateway import routes as gateway_routes
+from tollgate.gateway.hub import Gateway
+from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
 from tollgate.identity import routes as identity_routes
 
 ABANDONED_CALLS_INTERVAL_SECONDS = 60.0
@@ -32,38 +38,35 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     settings = settings or get_settings()
     if configure_logs:
         configure_logging(settings.log_level, settings.log_json)
+    runtime = Runtime.build(settings)
+    settler = Settler(runtime.sessions)
+    gateway = Gateway(runtime, settler)
+    endpoint = McpEndpoint(gateway)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime.build(settings)
         app.state.runtime = runtime
+        app.state.gateway = gateway
+        app.state.mcp = endpoint
         scheduler = Scheduler()
         await heartbeat(runtime.cache, runtime.instance_id)
         await jobs.settle_abandoned_calls(runtime.sessions, runtime.cache)
-        scheduler.every(
-            HEARTBEAT_INTERVAL_SECONDS,
-            "heartbeat",
-            lambda: heartbeat(runtime.cache, runtime.instance_id),
-        )
-        scheduler.every(
-            ABANDONED_CALLS_INTERVAL_SECONDS,
-            "abandoned-calls",
-            lambda: jobs.settle_abandoned_calls(runtime.sessions, runtime.cache),
-        )
-        scheduler.every(
-            settings.refill_interval_seconds,
-            "monthly-refill",
-            lambda: jobs.run_monthly_refill(runtime.sessions),
-        )
-        scheduler.every(
-            settings.lease_expiry_interval_seconds,
-            "lease-expiry",
-            lambda: broker_jobs.mark_expired_leases(runtime.sessions),
-        )
+        _schedule_jobs(scheduler, runtime)
         try:
-            yield
+            async with gateway.pool, endpoint.server.session_manager.run():
+                settler.start()
+                await gateway.sync()
+                scheduler.every(
+                    settings.upstream_sync_interval_seconds, "upstream-sync", gateway.sync
+                )
+                try:
+                    yield
+                finally:
+                    endpoint.listen.close()
+                    await scheduler.stop()
         finally:
             await scheduler.stop()
+            await settler.stop()
             await runtime.close()
 
     app = FastAPI(
@@ -95,9 +98,52 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         broker_routes.audit_router,
         organization_routes.integrations_router,
         organization_routes.organizations_router,
+        gateway_routes.router,
+        gateway_routes.metadata_router,
     ):
         app.include_router(router)
+    app.mount(
+        "/",
+        BearerGate(
+            endpoint.asgi_app(settings.allowed_hosts),
+            key_store(runtime),
+            lambda scope: _resource_metadata_url(settings, scope),
+        ),
+    )
     return app
+
+
+def _schedule_jobs(scheduler: Scheduler, runtime: Runtime) -> None:
+    settings = runtime.settings
+    scheduler.every(
+        HEARTBEAT_INTERVAL_SECONDS,
+        "heartbeat",
+        lambda: heartbeat(runtime.cache, runtime.instance_id),
+    )
+    scheduler.every(
+        ABANDONED_CALLS_INTERVAL_SECONDS,
+        "abandoned-calls",
+        lambda: jobs.settle_abandoned_calls(runtime.sessions, runtime.cache),
+    )
+    scheduler.every(
+        settings.refill_interval_seconds,
+        "monthly-refill",
+        lambda: jobs.run_monthly_refill(runtime.sessions),
+    )
+    scheduler.every(
+        settings.lease_expiry_interval_seconds,
+        "lease-expiry",
+        lambda: broker_jobs.mark_expired_leases(runtime.sessions),
+    )
+
+
+def _resource_metadata_url(settings: Settings, scope: Scope) -> str:
+    """Where ``/mcp``'s protected-resource metadata is, as the client addressed us."""
+    base = settings.public_url.rstrip("/")
+    if not base:
+        host = dict(scope.get("headers", [])).get(b"host", b"127.0.0.1").decode("latin-1")
+        base = f"{scope.get('scheme', 'http')}://{host}"
+    return f"{base}{PROTECTED_RESOURCE_PATH}"
 
 
 def app_factory() -> FastAPI:

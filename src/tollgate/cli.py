@@ -34,6 +34,9 @@ T = TypeVar("T")
 
 MIN_PASSWORD_LENGTH = 8
 
+GRACEFUL_SHUTDOWN_SECONDS = 10
+"""On shutdown, in-flight requests get this long; open MCP streams are then closed."""
+
 
 def _settings() -> Settings:
     settings = get_settings()
@@ -73,6 +76,7 @@ def serve(
         workers=workers,
         log_config=None,
         proxy_headers=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
 

@@ -53,7 +53,7 @@ def _field(
 
 
 BUILTIN_SERVICES: dict[str, Service] = {
-    service.slug: service
+    service.slug: service.model_copy(update={"builtin": True})
     for service in (
         Service(slug="todoist", name="Todoist", fields=[_field("access_token", secret=True)]),
         Service(

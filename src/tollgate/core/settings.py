@@ -108,6 +108,17 @@ class Settings(BaseSettings):
     lease_expiry_interval_seconds: float = Field(
         default=60, gt=0, validation_alias="TOLLGATE_LEASE_EXPIRY_INTERVAL_SECONDS"
     )
+    key_rate_limit_per_minute: int = Field(
+        default=600, ge=1, validation_alias="TOLLGATE_KEY_RATE_LIMIT_PER_MINUTE"
+    )
+    public_url: str = Field(default="", validation_alias="TOLLGATE_PUBLIC_URL")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*", "testserver"],
+        validation_alias="TOLLGATE_ALLOWED_HOSTS",
+    )
+    upstream_sync_interval_seconds: float = Field(
+        default=10, gt=0, validation_alias="TOLLGATE_UPSTREAM_SYNC_INTERVAL_SECONDS"
+    )
     stripe_webhook_secret: str = Field(default="", validation_alias=_env("STRIPE_WEBHOOK_SECRET"))
 
     @field_validator("credit_tiers", mode="before")

@@ -1,0 +1,118 @@
+"""Upstream administration as units of work: each commits before the gateway reconnects,
+so the new session's own writes never wait on the request's transaction."""
+
+from __future__ import annotations
+
+import anyio
+import mcp_types as types
+from mcp import MCPError
+
+from tollgate.core.database import transaction
+from tollgate.core.errors import ServiceUnavailable
+from tollgate.core.runtime import Runtime
+from tollgate.gateway import service
+from tollgate.gateway.catalogue import UpstreamListing
+from tollgate.gateway.hub import Gateway
+from tollgate.gateway.models import Upstream
+from tollgate.gateway.schemas import ToolSummary, UpstreamCreate, UpstreamOut, UpstreamUpdate
+
+FIRST_CONTACT_SECONDS = 15.0
+"""How long adding an upstream waits for it to answer before replying without its tools."""
+
+
+def _out(runtime: Runtime, gateway: Gateway, upstream: Upstream) -> UpstreamOut:
+    listing = gateway.catalogue.listing(upstream.name)
+    if not listing.tools and upstream.catalogue:
+        listing = UpstreamListing.from_json(upstream.catalogue)
+    policy = service.policy(upstream)
+    return UpstreamOut(
+        id=upstream.id,
+        name=upstream.name,
+        transport=upstream.transport,
+        url=upstream.url,
+        command=upstream.command,
+        args=list(upstream.args or []),
+        env=service.masked_headers(runtime.keyring, upstream, "env_envelope"),
+        auth=upstream.auth_mode,
+        headers=service.masked_headers(runtime.keyring, upstream, "headers_envelope"),
+        broker_service=upstream.broker_service,
+        broker_header=upstream.broker_header,
+        price=upstream.price,
+        tool_prices=dict(upstream.tool_prices or {}),
+        tools_allowed=list(upstream.tools_allowed or []),
+        tools_denied=list(upstream.tools_denied or []),
+        timeout_seconds=upstream.timeout_seconds,
+        enabled=upstream.enabled,
+        protocol_era=upstream.protocol_era,
+        state=upstream.state,
+        last_error=upstream.last_error,
+        last_seen_at=upstream.last_seen_at,
+        catalogue_updated_at=upstream.catalogue_updated_at,
+        tools=[
+            ToolSummary(
+                name=f"{upstream.name}__{t.name}",
+                upstream_tool=t.name,
+                price=policy.price_of(t.name),
+                description=t.description,
+            )
+            for t in listing.tools
+            if policy.offers(t.name)
+        ],
+        resources=len(listing.resources),
+        prompts=len(listing.prompts),
+        created_at=upstream.created_at,
+    )
+
+
+async def describe(runtime: Runtime, gateway: Gateway, name: str) -> UpstreamOut:
+    """One upstream as admins see it."""
+    async with runtime.sessions() as session:
+        return _out(runtime, gateway, await service.get(session, name))
+
+
+async def describe_all(runtime: Runtime, gateway: Gateway) -> list[UpstreamOut]:
+    """Every upstream as admins see it."""
+    async with runtime.sessions() as session:
+        return [_out(runtime, gateway, u) for u in await service.list_all(session)]
+
+
+async def register(runtime: Runtime, gateway: Gateway, body: UpstreamCreate) -> UpstreamOut:
+    """Store a new upstream, connect, and describe it with the tools it offers."""
+    async with transaction(runtime.sessions) as session:
+        await service.create(session, runtime.keyring, body)
+    await gateway.sync()
+    with anyio.move_on_after(FIRST_CONTACT_SECONDS):
+        await gateway.first_contact(body.name)
+    return await describe(runtime, gateway, body.name)
+
+
+async def change(
+    runtime: Runtime, gateway: Gateway, name: str, body: UpstreamUpdate
+) -> UpstreamOut:
+    """Apply changes and reconnect when how to reach the upstream changed."""
+    async with transaction(runtime.sessions) as session:
+        upstream = await service.get(session, name)
+        await service.update(session, runtime.keyring, upstream, body)
+    await gateway.sync()
+    with anyio.move_on_after(FIRST_CONTACT_SECONDS):
+        await gateway.first_contact(name)
+    return await describe(runtime, gateway, name)
+
+
+async def refresh(runtime: Runtime, gateway: Gateway, name: str) -> UpstreamOut:
+    """Re-read an upstream's catalogue now."""
+    await describe(runtime, gateway, name)
+    try:
+        await gateway.refresh(name)
+    except MCPError as exc:
+        if exc.code != types.INTERNAL_ERROR:
+            raise
+        raise ServiceUnavailable(exc.message, code="upstream_unavailable") from exc
+    return await describe(runtime, gateway, name)
+
+
+async def remove(runtime: Runtime, gateway: Gateway, name: str) -> None:
+    """Delete an upstream and close its sessions."""
+    async with transaction(runtime.sessions) as session:
+        await service.delete(session, await service.get(session, name))
+    gateway.forget(name)

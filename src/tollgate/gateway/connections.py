@@ -1,0 +1,286 @@
+"""Long-lived sessions to upstream MCP servers.
+
+Each connection is owned by one task (the SDK's clients hold task groups that must be left
+by the task that entered them); any other task may call through it concurrently. The owner
+connects (detecting the upstream's protocol era), reads its catalogue, listens for
+list-changed events, re-reads the catalogue periodically as a health check, and reconnects
+with backoff when the session breaks (a stdio upstream's process is started again).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from tollgate.gateway.catalogue import UpstreamListing
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_SECONDS = 15.0
+"""How long connecting may take before the attempt counts as failed (the HTTP client's
+connect timeout: the SDK's task groups cannot sit inside an outer deadline scope)."""
+
+READY_WAIT_SECONDS = 5.0
+"""How long a call waits for a (re)connecting upstream before failing as a backend error."""
+
+BACKOFF_INITIAL_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 30.0
+"""Reconnection waits double from the initial value up to this cap."""
+
+REFRESH_INTERVAL_SECONDS = 60.0
+"""The catalogue is re-read this often: it catches missed notifications and dead upstreams."""
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """How to reach one upstream, with the headers (or environment) to send."""
+
+    name: str
+    transport: str
+    url: str | None = None
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    timeout: float = 30.0
+
+
+ListingCallback = Callable[[str, UpstreamListing], Awaitable[None]]
+StateCallback = Callable[[str, bool, str | None, str | None], Awaitable[None]]
+
+
+@dataclass
+class _Waiters:
+    stop: anyio.Event = field(default_factory=anyio.Event)
+    broken: anyio.Event = field(default_factory=anyio.Event)
+    ready: anyio.Event = field(default_factory=anyio.Event)
+    closed: anyio.Event = field(default_factory=anyio.Event)
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc) or type(exc).__name__
+    return text[:500]
+
+
+def _session_gone(exc: MCPError) -> bool:
+    return exc.code == types.INVALID_REQUEST and "session" in exc.message.lower()
+
+
+class UpstreamConnection:
+    """One pooled session to one upstream, kept open by its owner task."""
+
+    def __init__(
+        self,
+        spec: ConnectionSpec,
+        *,
+        on_listing: ListingCallback | None = None,
+        on_state: StateCallback | None = None,
+        refresh_interval: float = REFRESH_INTERVAL_SECONDS,
+    ) -> None:
+        self.spec = spec
+        self.client: Client | None = None
+        self.era: str | None = None
+        self.last_used = anyio.current_time()
+        self._on_listing = on_listing
+        self._on_state = on_state
+        self._refresh_interval = refresh_interval
+        self._waiters = _Waiters()
+
+    def _client(self, stack: AsyncExitStack) -> Client:
+        options: dict[str, Any] = {
+            "mode": "auto",
+            "message_handler": self._on_message,
+            "read_timeout_seconds": self.spec.timeout,
+        }
+        if self.spec.transport == "stdio":
+            assert self.spec.command
+            params = StdioServerParameters(
+                command=self.spec.command,
+                args=list(self.spec.args),
+                env=dict(self.spec.env) or None,
+            )
+            return Client(params, **options)
+        assert self.spec.url
+        http = httpx2.AsyncClient(
+            headers=dict(self.spec.headers),
+            timeout=httpx2.Timeout(CONNECT_TIMEOUT_SECONDS, read=max(self.spec.timeout + 5, 30)),
+        )
+        stack.push_async_callback(http.aclose)
+        return Client(streamable_http_client(self.spec.url, http_client=http), **options)
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The owner task: connect, serve, reconnect with backoff, until :meth:`stop`."""
+        task_status.started()
+        delay = BACKOFF_INITIAL_SECONDS
+        while not self._waiters.stop.is_set():
+            self._waiters.broken = anyio.Event()
+            self._waiters.closed = anyio.Event()
+            try:
+                await self._serve_one_session()
+                delay = BACKOFF_INITIAL_SECONDS
+            except Exception as exc:
+                logger.warning("upstream %s is down: %s", self.spec.name, _describe(exc))
+                await self._report(False, _describe(exc))
+            finally:
+                self.client = None
+                self._waiters.closed.set()
+                if self._waiters.ready.is_set():
+                    self._waiters.ready = anyio.Event()
+            if not self._waiters.stop.is_set():
+                with anyio.move_on_after(delay):
+                    await self._waiters.stop.wait()
+                delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+
+    async def _serve_one_session(self) -> None:
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(self._client(stack))
+            self.client, self.era = client, client.protocol_version
+            await self.refresh()
+            logger.info("upstream %s connected (protocol %s)", self.spec.name, self.era)
+            async with anyio.create_task_group() as group:
+                if self.era in MODERN_PROTOCOL_VERSIONS:
+                    group.start_soon(self._listen_modern, client)
+                group.start_soon(self._refresh_periodically)
+                self._waiters.ready.set()
+                await self._wait_stop_or_broken()
+                group.cancel_scope.cancel()
+
+    async def _wait_stop_or_broken(self) -> None:
+        async with anyio.create_task_group() as group:
+            for event in (self._waiters.stop, self._waiters.broken):
+                group.start_soon(_cancel_when_set, event, group.cancel_scope)
+
+    async def _refresh_periodically(self) -> None:
+        while True:
+            await anyio.sleep(self._refresh_interval)
+            try:
+                await self.refresh()
+            except Exception as exc:
+                logger.warning("upstream %s failed its check: %s", self.spec.name, _describe(exc))
+                self.mark_broken()
+                return
+
+    async def refresh(self) -> UpstreamListing:
+        """Read the upstream's tools, resources and prompts, and report them."""
+        client = self.client
+        if client is None:
+            raise MCPError(types.INTERNAL_ERROR, f"upstream {self.spec.name} is not connected")
+        capabilities = client.server_capabilities
+        listing = UpstreamListing(tools=await _all_tools(client))
+        if capabilities.resources is not None:
+            listing.resources = (await client.list_resources(cache_mode="bypass")).resources
+            listing.templates = (
+                await client.list_resource_templates(cache_mode="bypass")
+            ).resource_templates
+        if capabilities.prompts is not None:
+            listing.prompts = (await client.list_prompts(cache_mode="bypass")).prompts
+        if self._on_listing is not None:
+            await self._on_listing(self.spec.name, listing)
+        await self._report(True, None)
+        return listing
+
+    async def _report(self, up: bool, error: str | None) -> None:
+        if self._on_state is not None:
+            await self._on_state(self.spec.name, up, error, self.era)
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, Exception):
+            logger.info("upstream %s transport: %s", self.spec.name, _describe(message))
+            return
+        if self.era in MODERN_PROTOCOL_VERSIONS:
+            return
+        if isinstance(
+            message,
+            types.ToolListChangedNotification
+            | types.PromptListChangedNotification
+            | types.ResourceListChangedNotification,
+        ):
+            await self._refresh_quietly()
+
+    async def _listen_modern(self, client: Client) -> None:
+        async with client.listen(
+            tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
+        ) as events:
+            async for event in events:
+                if isinstance(event, ToolsListChanged | PromptsListChanged | ResourcesListChanged):
+                    await self._refresh_quietly()
+        self.mark_broken()
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh()
+        except Exception as exc:
+            logger.warning("upstream %s refresh failed: %s", self.spec.name, _describe(exc))
+
+    def stop(self) -> None:
+        """Ask the owner task to close the session and end."""
+        self._waiters.stop.set()
+
+    def mark_broken(self) -> None:
+        """Ask the owner task to reconnect."""
+        self._waiters.broken.set()
+
+    async def wait_ready(self) -> bool:
+        """Wait until connected (bounded); True when a session is open."""
+        if self.client is None:
+            with anyio.move_on_after(READY_WAIT_SECONDS):
+                await self._waiters.ready.wait()
+        return self.client is not None
+
+    async def call(self, operation: Callable[[Client], Awaitable[T]]) -> T:
+        """Run ``operation`` on the open session.
+
+        If the upstream says the session is gone (the request was not run), reconnect and
+        retry once. A closed connection is not retried (the call may have run) but
+        triggers a reconnect.
+        """
+        self.last_used = anyio.current_time()
+        for attempt in (0, 1):
+            if not await self.wait_ready():
+                raise MCPError(types.INTERNAL_ERROR, f"upstream {self.spec.name} is unavailable")
+            client, closed = self.client, self._waiters.closed
+            assert client is not None
+            try:
+                return await operation(client)
+            except MCPError as exc:
+                gone = _session_gone(exc)
+                if gone or exc.code == types.CONNECTION_CLOSED:
+                    self.mark_broken()
+                if not gone or attempt:
+                    raise
+                with anyio.move_on_after(READY_WAIT_SECONDS):
+                    await closed.wait()
+        raise AssertionError("unreachable")
+
+
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _all_tools(client: Client) -> list[types.Tool]:
+    tools: list[types.Tool] = []
+    cursor: str | None = None
+    while True:
+        page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            return tools

@@ -1,0 +1,401 @@
+"""The gateway at run time: upstream sessions, the catalogue, and the metered call path.
+
+``tools/call``: rate limit per key -> reserve the credits and record the pending call (one
+short transaction) -> call the upstream over a pooled session -> hand the outcome to the
+settler (batched, off the request path) and to the observers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp import MCPError
+from mcp_types import SERVER_INFO_META_KEY
+from sqlalchemy import select
+
+from tollgate import __version__
+from tollgate.accounts import calls
+from tollgate.accounts.settlement import Settler
+from tollgate.broker import integrations
+from tollgate.broker.leases import resolve
+from tollgate.core.database import transaction
+from tollgate.core.errors import Forbidden, InsufficientCredits, NotFound
+from tollgate.core.ratelimit import allow
+from tollgate.core.runtime import Runtime
+from tollgate.gateway import naming, service
+from tollgate.gateway.catalogue import Catalogue, ToolEntry, UpstreamListing
+from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
+from tollgate.gateway.events import Observers, ToolCallEvent
+from tollgate.gateway.models import AuthMode, Upstream
+from tollgate.gateway.pool import ConnectionPool
+from tollgate.identity.models import User
+
+logger = logging.getLogger(__name__)
+
+RATE_WINDOW_SECONDS = 60
+"""Rate limits count calls per key in one-minute windows."""
+
+SERVER_INFO = {"name": "tollgate", "version": __version__}
+
+Notifier = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling through ``/mcp``: the account behind the key."""
+
+    account_id: int
+    user_id: int
+    email: str
+
+
+@dataclass(frozen=True)
+class UpstreamAuth:
+    """How one upstream's calls are authenticated."""
+
+    mode: str
+    service: str | None
+    header: str | None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One routed tool call on its way upstream."""
+
+    caller: Caller
+    entry: ToolEntry
+    name: str
+    arguments: dict[str, Any]
+    request_id: str
+    protocol_version: str | None
+    session_id: str | None
+
+
+class MissingCredential(Exception):
+    """The caller has no credential for the service an upstream needs."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(service)
+        self.service = service
+
+
+def tool_error(text: str, **meta: Any) -> types.CallToolResult:
+    """A tool result flagged as an error, with Tollgate's details in ``_meta``."""
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        is_error=True,
+        _meta={SERVER_INFO_META_KEY: SERVER_INFO, "tollgate": meta} if meta else None,
+    )
+
+
+def own_server_info(result: Any) -> Any:
+    """Replace the upstream's server info in a result's ``_meta`` with Tollgate's."""
+    meta = dict(result.meta or {})
+    meta[SERVER_INFO_META_KEY] = SERVER_INFO
+    result.meta = meta
+    return result
+
+
+def _refunded(message: str, code: str) -> types.CallToolResult:
+    return tool_error(f"{message}; the credits were refunded", code=code, backend_error=True)
+
+
+def render_header(template: str, credentials: dict[str, Any]) -> tuple[str, str]:
+    """``Authorization: Bearer {access_token}`` filled from a credential."""
+    name, _, value = template.partition(":")
+    try:
+        rendered = value.strip().format_map({k: str(v) for k, v in credentials.items()})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"the credential has no field for {template!r}") from exc
+    if any(c in rendered for c in "\r\n\x00"):
+        raise ValueError("credential values cannot contain line breaks")
+    return name.strip(), rendered
+
+
+class Gateway:
+    """Everything ``/mcp`` needs in one process."""
+
+    def __init__(self, runtime: Runtime, settler: Settler) -> None:
+        self.runtime = runtime
+        self.settler = settler
+        self.catalogue = Catalogue()
+        self.pool = ConnectionPool(self._on_listing, self._on_state)
+        self.observers = Observers()
+        self._notifiers: list[Notifier] = []
+        self._specs: dict[str, ConnectionSpec] = {}
+        self._auth: dict[str, UpstreamAuth] = {}
+        self._listing_digest: dict[str, str] = {}
+        self._reported: dict[str, anyio.Event] = {}
+
+    def on_change(self, notifier: Notifier) -> None:
+        """Call ``notifier(kind)`` when the tools, resources or prompts offered change."""
+        self._notifiers.append(notifier)
+
+    async def _notify(self, kind: str) -> None:
+        for notifier in self._notifiers:
+            try:
+                await notifier(kind)
+            except Exception:
+                logger.exception("list-changed notification failed")
+
+    async def sync(self) -> None:
+        """Bring sessions and policies in line with the registered upstreams."""
+        async with self.runtime.sessions() as session:
+            rows = list(await service.list_all(session))
+        seen = set()
+        for row in rows:
+            seen.add(row.name)
+            self._apply(row)
+        for name in set(self._specs) - seen:
+            self.forget(name)
+
+    def _apply(self, row: Upstream) -> None:
+        spec = service.connection_spec(self.runtime.keyring, row)
+        self.catalogue.set_policy(service.policy(row))
+        self._auth[row.name] = UpstreamAuth(row.auth_mode, row.broker_service, row.broker_header)
+        if row.name not in self._listing_digest and row.catalogue:
+            self.catalogue.set_listing(row.name, UpstreamListing.from_json(row.catalogue))
+        self._specs[row.name] = spec
+        if not row.enabled:
+            self.pool.remove(row.name)
+            self.catalogue.set_available(row.name, False)
+            return
+        before = self.pool.shared(row.name)
+        if self.pool.ensure(spec) is not before:
+            self._reported[row.name] = anyio.Event()
+
+    def forget(self, name: str) -> None:
+        """Close an upstream's sessions and drop it from the catalogue."""
+        self.pool.remove(name)
+        self.catalogue.remove(name)
+        self._specs.pop(name, None)
+        self._auth.pop(name, None)
+        self._listing_digest.pop(name, None)
+
+    async def _on_listing(self, name: str, listing: UpstreamListing) -> None:
+        data = listing.to_json()
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        if self._listing_digest.get(name) == digest:
+            return
+        self._listing_digest[name] = digest
+        self.catalogue.set_listing(name, listing)
+        try:
+            async with transaction(self.runtime.sessions) as session:
+                await service.save_listing(session, name, listing)
+        except NotFound:
+            return
+        await self._notify("tools")
+
+    async def _on_state(self, name: str, up: bool, error: str | None, era: str | None) -> None:
+        if (reported := self._reported.get(name)) is not None:
+            reported.set()
+        was_visible = self.catalogue.is_visible(name)
+        self.catalogue.set_available(name, up)
+        async with transaction(self.runtime.sessions) as session:
+            await service.save_state(session, name, up, error, era)
+        if was_visible != self.catalogue.is_visible(name):
+            await self._notify("tools")
+
+    async def first_contact(self, name: str) -> None:
+        """Wait until a newly started upstream session connected or failed (call it inside
+        a deadline: ``anyio.move_on_after``)."""
+        reported = self._reported.get(name)
+        if reported is not None:
+            await reported.wait()
+
+    async def refresh(self, name: str) -> UpstreamListing:
+        """Read an upstream's catalogue now."""
+        connection = self.pool.shared(name)
+        if connection is None or not await connection.wait_ready():
+            raise MCPError(types.INTERNAL_ERROR, f"upstream {name} is not connected")
+        return await connection.refresh()
+
+    async def call_tool(
+        self,
+        caller: Caller,
+        name: str,
+        arguments: dict[str, Any] | None,
+        *,
+        protocol_version: str | None = None,
+        session_id: str | None = None,
+    ) -> types.CallToolResult:
+        """Route, meter and forward one tool call."""
+        entry = self.catalogue.tool(name)
+        if entry is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {name}")
+        settings = self.runtime.settings
+        if not await allow(
+            self.runtime.cache,
+            f"mcp:{caller.account_id}",
+            settings.key_rate_limit_per_minute,
+            RATE_WINDOW_SECONDS,
+        ):
+            return tool_error(
+                f"Rate limit exceeded: at most {settings.key_rate_limit_per_minute} calls a minute",
+                code="rate_limited",
+            )
+        try:
+            connection = await self._connection_for(entry, caller)
+        except MissingCredential as missing:
+            return tool_error(
+                f"No {missing.service} credential: add one in Tollgate to use {name}",
+                code="missing_credential",
+                service=missing.service,
+            )
+        request_id = uuid.uuid4().hex
+        refusal = await self._reserve(caller, entry, name, request_id)
+        if refusal is not None:
+            return refusal
+        call = ToolCall(
+            caller, entry, name, arguments or {}, request_id, protocol_version, session_id
+        )
+        return await self._forward(call, connection)
+
+    async def _reserve(
+        self, caller: Caller, entry: ToolEntry, name: str, request_id: str
+    ) -> types.CallToolResult | None:
+        try:
+            async with transaction(self.runtime.sessions) as session:
+                await calls.reserve_call(
+                    session,
+                    caller.account_id,
+                    request_id=request_id,
+                    tool_name=name,
+                    upstream=entry.upstream,
+                    cost=entry.price,
+                    instance_id=self.runtime.instance_id,
+                )
+        except InsufficientCredits as refused:
+            return tool_error(refused.message, code=refused.code, **refused.extra)
+        except (Forbidden, NotFound) as refused:
+            return tool_error(refused.message, code=refused.code)
+        return None
+
+    async def _forward(
+        self, call: ToolCall, connection: UpstreamConnection
+    ) -> types.CallToolResult:
+        started = time.perf_counter()
+        result, error_code = await self._call_upstream(call, connection)
+        latency_ms = (time.perf_counter() - started) * 1000
+        backend = error_code is not None and error_code != "tool_error"
+        success = error_code is None
+        self.settler.submit(
+            calls.CallOutcome(
+                request_id=call.request_id,
+                success=success,
+                is_backend_error=backend,
+                error_code=error_code,
+                latency_ms=round(latency_ms, 3),
+            )
+        )
+        self.observers.emit(
+            ToolCallEvent(
+                request_id=call.request_id,
+                account_id=call.caller.account_id,
+                user_id=call.caller.user_id,
+                upstream=call.entry.upstream,
+                tool=call.name,
+                credits=0 if backend else call.entry.price,
+                success=success,
+                is_backend_error=backend,
+                error_code=error_code,
+                latency_ms=latency_ms,
+                protocol_version=call.protocol_version,
+                session_id=call.session_id,
+            )
+        )
+        return result
+
+    async def _call_upstream(
+        self, call: ToolCall, connection: UpstreamConnection
+    ) -> tuple[types.CallToolResult, str | None]:
+        """The upstream's answer and its error code: None, ``tool_error`` (charged), or a
+        backend failure (refunded)."""
+        upstream, timeout = call.entry.upstream, connection.spec.timeout
+        try:
+            result = await connection.call(
+                lambda client: client.call_tool(
+                    call.entry.original, call.arguments, read_timeout_seconds=timeout
+                )
+            )
+        except MCPError as exc:
+            code = "upstream_timeout" if exc.code == types.REQUEST_TIMEOUT else "upstream_error"
+            return _refunded(f"Upstream {upstream} failed: {exc.message}", code), code
+        except Exception as exc:
+            logger.exception("call to %s failed", call.name)
+            return _refunded(
+                f"Upstream {upstream} failed ({type(exc).__name__})", "gateway_error"
+            ), ("gateway_error")
+        if not isinstance(result, types.CallToolResult):
+            message = "The upstream asked for input, which Tollgate does not relay"
+            return _refunded(message, "unsupported_result"), "unsupported_result"
+        own_server_info(result)
+        return result, "tool_error" if result.is_error else None
+
+    async def _connection_for(self, entry: ToolEntry, caller: Caller) -> UpstreamConnection:
+        base = self._specs.get(entry.upstream)
+        shared = self.pool.shared(entry.upstream)
+        if base is None or shared is None:
+            raise MCPError(types.INTERNAL_ERROR, f"upstream {entry.upstream} is not available")
+        auth = self._auth[entry.upstream]
+        if auth.mode != AuthMode.BROKER or not auth.service or not auth.header:
+            return shared
+        credentials = await self._user_credentials(caller.user_id, auth.service)
+        if credentials is None:
+            raise MissingCredential(auth.service)
+        try:
+            header = render_header(auth.header, credentials)
+        except ValueError as exc:
+            raise MissingCredential(auth.service) from exc
+        spec = replace(base, headers=(*base.headers, header))
+        fingerprint = hashlib.sha256(header[1].encode()).hexdigest()
+        return self.pool.for_credential(spec, fingerprint)
+
+    async def _user_credentials(self, user_id: int, service_name: str) -> dict[str, Any] | None:
+        async with self.runtime.sessions() as session:
+            user = (await session.execute(select(User).where(User.id == user_id))).scalar_one()
+            found = (await resolve(session, user, [service_name])).get(service_name)
+            if found is None:
+                return None
+            return integrations.unseal(self.runtime.keyring, found.integration)
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        """Read a mapped resource from its upstream."""
+        parts = naming.split_resource_uri(uri)
+        connection = self.pool.shared(parts[0]) if parts else None
+        if parts is None or connection is None or not self.catalogue.is_visible(parts[0]):
+            raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {uri}")
+        original = parts[1]
+        result = await connection.call(
+            lambda client: client.read_resource(original, cache_mode="bypass")
+        )
+        if not isinstance(result, types.ReadResourceResult):
+            raise MCPError(types.INTERNAL_ERROR, "The upstream asked for input")
+        result.contents = [
+            c.model_copy(update={"uri": naming.resource_uri(parts[0], str(c.uri))})
+            for c in result.contents
+        ]
+        return own_server_info(result)  # type: ignore[no-any-return]
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, str] | None
+    ) -> types.GetPromptResult:
+        """Get a prompt from its upstream."""
+        parts = naming.split(name)
+        connection = self.pool.shared(parts[0]) if parts else None
+        if parts is None or connection is None or not self.catalogue.is_visible(parts[0]):
+            raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {name}")
+        original = parts[1]
+        result = await connection.call(lambda client: client.get_prompt(original, arguments))
+        if not isinstance(result, types.GetPromptResult):
+            raise MCPError(types.INTERNAL_ERROR, "The upstream asked for input")
+        return own_server_info(result)  # type: ignore[no-any-return]

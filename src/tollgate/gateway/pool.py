@@ -1,0 +1,111 @@
+"""The pool of upstream connections: one shared session per upstream, plus one per user
+credential for upstreams that call with the user's own credentials (closed when idle)."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+
+from tollgate.gateway.connections import (
+    ConnectionSpec,
+    ListingCallback,
+    StateCallback,
+    UpstreamConnection,
+)
+
+logger = logging.getLogger(__name__)
+
+IDLE_CREDENTIAL_SESSION_SECONDS = 300.0
+"""A per-user session unused this long is closed; the next call opens a new one."""
+
+REAP_INTERVAL_SECONDS = 30.0
+"""How often idle per-user sessions are looked for."""
+
+
+class ConnectionPool:
+    """Owns every upstream connection's task; reuse, never a session per call."""
+
+    def __init__(self, on_listing: ListingCallback, on_state: StateCallback) -> None:
+        self._on_listing = on_listing
+        self._on_state = on_state
+        self._shared: dict[str, UpstreamConnection] = {}
+        self._per_credential: dict[tuple[str, str], UpstreamConnection] = {}
+        self._group: TaskGroup | None = None
+
+    async def __aenter__(self) -> ConnectionPool:
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._reap_idle_sessions)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for connection in [*self._shared.values(), *self._per_credential.values()]:
+            connection.stop()
+        assert self._group is not None
+        self._group.cancel_scope.cancel()
+        await self._group.__aexit__(exc_type, exc, tb)
+        self._group = None
+
+    def _start(self, connection: UpstreamConnection) -> None:
+        assert self._group is not None, "the pool is not running"
+        self._group.start_soon(connection.run)
+
+    def shared(self, name: str) -> UpstreamConnection | None:
+        """The shared session of an upstream, if it has one."""
+        return self._shared.get(name)
+
+    def ensure(self, spec: ConnectionSpec) -> UpstreamConnection:
+        """The shared session for ``spec``, (re)started when the spec is new or changed."""
+        current = self._shared.get(spec.name)
+        if current is not None and current.spec == spec:
+            return current
+        self.remove(spec.name)
+        connection = UpstreamConnection(spec, on_listing=self._on_listing, on_state=self._on_state)
+        self._shared[spec.name] = connection
+        self._start(connection)
+        return connection
+
+    def remove(self, name: str) -> None:
+        """Close every session of an upstream."""
+        if (connection := self._shared.pop(name, None)) is not None:
+            connection.stop()
+        for key in [k for k in self._per_credential if k[0] == name]:
+            self._per_credential.pop(key).stop()
+
+    def for_credential(self, spec: ConnectionSpec, fingerprint: str) -> UpstreamConnection:
+        """The session that carries one user's credential to an upstream."""
+        key = (spec.name, fingerprint)
+        current = self._per_credential.get(key)
+        if current is not None and current.spec == spec:
+            return current
+        if current is not None:
+            current.stop()
+        connection = UpstreamConnection(spec)
+        self._per_credential[key] = connection
+        self._start(connection)
+        return connection
+
+    def names(self) -> list[str]:
+        """Upstreams with a shared session."""
+        return list(self._shared)
+
+    def credential_sessions(self) -> int:
+        """How many per-user sessions are open."""
+        return len(self._per_credential)
+
+    async def _reap_idle_sessions(self) -> None:
+        while True:
+            await anyio.sleep(REAP_INTERVAL_SECONDS)
+            cutoff = anyio.current_time() - IDLE_CREDENTIAL_SESSION_SECONDS
+            for key, connection in list(self._per_credential.items()):
+                if connection.last_used < cutoff:
+                    logger.info("closing idle credential session to %s", key[0])
+                    self._per_credential.pop(key).stop()

@@ -1,0 +1,289 @@
+"""The ``/mcp`` endpoint: an MCP server (both protocol eras) in front of the gateway.
+
+Requests are authenticated before they reach the MCP layer (:class:`BearerGate`); the
+handlers read the caller from a context variable the gate sets. Catalogue changes reach
+connected clients as ``notifications/*/list_changed`` on legacy sessions and as events on
+2026-07-28 ``subscriptions/listen`` streams.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import mcp_types as types
+from mcp import MCPError
+from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.connection import Connection
+from mcp.server.context import CallNext, HandlerResult
+from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ToolsListChanged,
+)
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tollgate import __version__
+from tollgate.accounts.keys import KeyStore, looks_like_key
+from tollgate.core.errors import Unauthorized
+from tollgate.gateway.hub import Caller, Gateway
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource/mcp"
+
+current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "tollgate_mcp_caller", default=None
+)
+
+R = TypeVar("R")
+
+
+def _caller() -> Caller:
+    caller = current_caller.get()
+    if caller is None:
+        raise MCPError(types.INVALID_REQUEST, "Not authenticated")
+    return caller
+
+
+class _GatewayServer(Server[Any]):
+    """Advertises ``listChanged`` on the handshake era (the SDK's default says false)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options
+            or NotificationOptions(
+                tools_changed=True, prompts_changed=True, resources_changed=True
+            ),
+            experimental_capabilities,
+            extensions,
+        )
+
+
+def _guarded(handler: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Turn unexpected failures into a plain JSON-RPC internal error (never a leaked message)."""
+
+    async def run(ctx: ServerRequestContext[Any], params: Any) -> R:
+        try:
+            return await handler(ctx, params)
+        except MCPError:
+            raise
+        except Exception as exc:
+            logger.exception("MCP handler %s failed", ctx.method)
+            raise MCPError(types.INTERNAL_ERROR, "Internal error") from exc
+
+    return run
+
+
+class McpEndpoint:
+    """The MCP server of one process, wired to its gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.bus = InMemorySubscriptionBus()
+        self.listen = ListenHandler(self.bus)
+        self._legacy_connections: set[Connection] = set()
+        catalogue = gateway.catalogue
+        self.server = _GatewayServer(
+            "tollgate",
+            version=__version__,
+            title="Tollgate",
+            instructions="Tools of many MCP servers behind one key; names are <server>__<tool>.",
+            on_list_tools=_guarded(self._list_tools),
+            on_call_tool=_guarded(self._call_tool),
+            on_list_resources=_guarded(self._list_resources),
+            on_list_resource_templates=_guarded(self._list_resource_templates),
+            on_read_resource=_guarded(self._read_resource),
+            on_list_prompts=_guarded(self._list_prompts),
+            on_get_prompt=_guarded(self._get_prompt),
+            on_subscriptions_listen=self.listen,
+            get_tool_input_schema=catalogue.input_schema,
+        )
+        self.server.middleware.append(self._track_legacy_sessions)
+        gateway.on_change(self.notify_changed)
+
+    def asgi_app(self, allowed_hosts: list[str]) -> Starlette:
+        """The SDK's Streamable HTTP app at ``/mcp`` (mount it at ``/``, after other routes)."""
+        origins = [f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts]
+        return self.server.streamable_http_app(
+            streamable_http_path=MCP_PATH,
+            transport_security=TransportSecuritySettings(
+                enable_dns_rebinding_protection=True,
+                allowed_hosts=allowed_hosts,
+                allowed_origins=origins,
+            ),
+        )
+
+    async def _track_legacy_sessions(
+        self, ctx: ServerRequestContext[Any], call_next: CallNext
+    ) -> HandlerResult:
+        result = await call_next(ctx)
+        connection: Connection = ctx.session._connection  # the SDK has no public accessor
+        if (
+            ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS
+            and connection.has_standalone_channel
+            and connection not in self._legacy_connections
+        ):
+            self._legacy_connections.add(connection)
+            connection.exit_stack.callback(self._legacy_connections.discard, connection)
+        return result
+
+    async def notify_changed(self, kind: str) -> None:
+        """Tell every connected client that ``kind`` (tools, resources, prompts) changed."""
+        event: ToolsListChanged | PromptsListChanged | ResourcesListChanged
+        if kind == "tools":
+            event = ToolsListChanged()
+        elif kind == "prompts":
+            event = PromptsListChanged()
+        else:
+            event = ResourcesListChanged()
+        await self.bus.publish(event)
+        for connection in list(self._legacy_connections):
+            if kind == "tools":
+                await connection.send_tool_list_changed()
+            elif kind == "prompts":
+                await connection.send_prompt_list_changed()
+            else:
+                await connection.send_resource_list_changed()
+
+    def legacy_session_count(self) -> int:
+        """Legacy sessions that would receive a notification now."""
+        return len(self._legacy_connections)
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        _caller()
+        return self.gateway.catalogue.tools_result()
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        request = ctx.request
+        session_id = request.headers.get("mcp-session-id") if request is not None else None
+        return await self.gateway.call_tool(
+            _caller(),
+            params.name,
+            params.arguments,
+            protocol_version=ctx.protocol_version,
+            session_id=session_id,
+        )
+
+    async def _list_resources(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        _caller()
+        return types.ListResourcesResult(resources=self.gateway.catalogue.resources())
+
+    async def _list_resource_templates(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        _caller()
+        return types.ListResourceTemplatesResult(
+            resource_templates=self.gateway.catalogue.resource_templates()
+        )
+
+    async def _read_resource(
+        self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        _caller()
+        return await self.gateway.read_resource(str(params.uri))
+
+    async def _list_prompts(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        _caller()
+        return types.ListPromptsResult(prompts=self.gateway.catalogue.prompts())
+
+    async def _get_prompt(
+        self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        _caller()
+        return await self.gateway.get_prompt(params.name, params.arguments)
+
+
+class BearerGate:
+    """ASGI wrapper that admits ``/mcp`` requests only with an active account key.
+
+    The key itself is never passed on: upstream calls carry Tollgate's or the user's own
+    credentials. Sessions are bound to the key's account, so another account cannot reuse
+    a session id.
+    """
+
+    def __init__(self, app: ASGIApp, keys: KeyStore, resource_metadata_url: Callable[[Scope], str]):
+        self.app = app
+        self.keys = keys
+        self.resource_metadata_url = resource_metadata_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].rstrip("/") != MCP_PATH:
+            await self.app(scope, receive, send)
+            return
+        token = _bearer(scope)
+        caller = await self._authenticate(token)
+        if caller is None:
+            await self._refuse(
+                scope, receive, send, "invalid_token" if token else "invalid_request"
+            )
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        scope["user"] = AuthenticatedUser(
+            AccessToken(
+                token=f"account:{caller.account_id}", client_id=str(caller.account_id), scopes=[]
+            )
+        )
+        reset = current_caller.set(caller)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_caller.reset(reset)
+
+    async def _authenticate(self, token: str) -> Caller | None:
+        if not looks_like_key(token):
+            return None
+        try:
+            identity = await self.keys.authenticate(token)
+        except Unauthorized:
+            return None
+        await self.keys.touch(identity.account_id)
+        return Caller(identity.account_id, identity.user_id, identity.email)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: str) -> None:
+        challenge = (
+            f'Bearer error="{error}", resource_metadata="{self.resource_metadata_url(scope)}"'
+        )
+        response = JSONResponse(
+            {
+                "error": error,
+                "error_description": "An active Tollgate account key (mcp_...) is required",
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": challenge},
+        )
+        await response(scope, receive, send)
+
+
+def _bearer(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            header = str(value.decode("latin-1"))
+            scheme, _, token = header.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return ""

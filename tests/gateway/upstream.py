@@ -1,0 +1,147 @@
+"""A real upstream MCP server for the gateway tests, built with the SDK.
+
+Tools: echo, add, slow, fail (a tool error), mutate (adds a tool and announces it), whoami
+(returns the Authorization header it was called with); a resource and a prompt.
+Run in a thread of the test process (``serve_in_thread``) or as a process:
+``python tests/gateway/upstream.py stdio`` / ``... http`` (prints ``LISTENING <url>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+
+STARTUP_SECONDS = 10.0
+"""An upstream not serving by then has failed to start."""
+
+ALLOW_LOCAL = TransportSecuritySettings(
+    enable_dns_rebinding_protection=True,
+    allowed_hosts=["127.0.0.1:*", "localhost:*"],
+    allowed_origins=["http://127.0.0.1:*", "http://localhost:*"],
+)
+
+
+def make_server(name: str = "upstream") -> MCPServer:
+    """The test upstream."""
+    server = MCPServer(name, version="1.0.0", log_level="WARNING")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Echo the text back."""
+        return text
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @server.tool()
+    async def slow(seconds: float) -> str:
+        """Sleep, then answer."""
+        await anyio.sleep(seconds)
+        return f"slept {seconds}"
+
+    @server.tool()
+    def fail() -> str:
+        """Always a tool error."""
+        raise ToolError("boom from upstream")
+
+    @server.tool()
+    async def mutate(tool_name: str, ctx: Context) -> str:
+        """Add a tool at run time and announce the change in both eras."""
+
+        def added() -> str:
+            return f"I am {tool_name}"
+
+        server.add_tool(added, name=tool_name, description="added at run time")
+        await ctx.session.send_tool_list_changed()
+        await ctx.notify_tools_changed()
+        return f"added {tool_name}"
+
+    @server.resource("res://hello", name="hello", mime_type="text/plain")
+    def hello() -> str:
+        return f"hello from {name}"
+
+    @server.prompt()
+    def greet(who: str) -> str:
+        """A greeting."""
+        return f"Please greet {who} warmly."
+
+    return server
+
+
+class HeaderRecorder:
+    """ASGI wrapper keeping the Authorization header of every request it sees."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            self.seen.append(headers.get(b"authorization", b"").decode())
+        await self.app(scope, receive, send)
+
+
+def _socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def serve_in_thread(app: Any, path: str = "/mcp") -> tuple[str, Callable[[], None]]:
+    """Serve an ASGI app on 127.0.0.1 in a daemon thread; returns (url, stop)."""
+    sock = _socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.01)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+
+    return f"http://127.0.0.1:{port}{path}", stop
+
+
+def main() -> None:
+    """Serve the test upstream over stdio or HTTP."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["stdio", "http"])
+    parser.add_argument("--name", default="upstream")
+    args = parser.parse_args()
+    server = make_server(args.name)
+    if args.mode == "stdio":
+        server.run("stdio")
+        return
+    sock = _socket()
+    sock.listen(1024)
+    print(f"LISTENING http://127.0.0.1:{sock.getsockname()[1]}/mcp", flush=True)
+    app = server.streamable_http_app(transport_security=ALLOW_LOCAL)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)).run(
+        sockets=[sock]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
