@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINTED := src tests bench migrations
 
-.PHONY: install run test lint fuzz bench clean
+NPM_PEERS := tests/npm/node_modules/.installed
+
+.PHONY: install run test lint fuzz bench clean peers
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +17,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Real MCP peers for the end-to-end tests (the reference server, the Inspector CLI).
+$(NPM_PEERS): tests/npm/package.json tests/npm/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tests/npm && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: the tests against npm MCP peers will be skipped"; \
+	fi
+
+peers: $(NPM_PEERS)
+
 run: install
 	$(BIN)/tollgate serve
 
@@ -23,7 +35,7 @@ lint: install
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-test: lint
+test: lint peers
 	@echo "== test suite on SQLite + memory cache =="
 	env -u TOLLGATE_TEST_DATABASE_URL -u TOLLGATE_TEST_REDIS_URL -u TOLLGATE_TEST_REQUIRE_SERVICES $(BIN)/pytest
 	@if [ -n "$$TOLLGATE_TEST_DATABASE_URL" ]; then \
