@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 
 from tollgate import __version__
 from tollgate.accounts.jobs import run_monthly_refill
@@ -22,6 +23,10 @@ from tollgate.core.errors import NotFound, TollgateError
 from tollgate.core.logging import configure_logging
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings, get_settings, read_secrets_file, write_secrets_file
+from tollgate.gateway import admin as upstream_admin
+from tollgate.gateway import service as upstream_service
+from tollgate.gateway.catalogue import UpstreamListing
+from tollgate.gateway.schemas import UpstreamCreate
 from tollgate.identity import service as users
 from tollgate.identity.models import Role
 from tollgate.migrate import upgrade_to_head
@@ -29,6 +34,8 @@ from tollgate.migrate import upgrade_to_head
 app = typer.Typer(help="Tollgate: MCP gateway and control plane.", no_args_is_help=True)
 token_app = typer.Typer(help="Access tokens for MCP servers.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+upstream_app = typer.Typer(help="Upstream MCP servers behind /mcp.", no_args_is_help=True)
+app.add_typer(upstream_app, name="upstream")
 
 T = TypeVar("T")
 
@@ -270,6 +277,115 @@ def seed_demo() -> None:
         typer.echo(line)
     if report.token:
         typer.echo(f"\nMCP_TOKEN={report.token}\n(shown once: store it now)")
+
+
+@upstream_app.command("add")
+def upstream_add(
+    name: Annotated[str, typer.Argument(help="Slug; tools become <name>__<tool>")],
+    url: Annotated[str | None, typer.Option(help="Streamable HTTP endpoint")] = None,
+    command: Annotated[str | None, typer.Option(help="stdio: the program to start")] = None,
+    arg: Annotated[list[str] | None, typer.Option(help="stdio: an argument (repeat)")] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(help="'Name: value' sent upstream (repeat); stored encrypted"),
+    ] = None,
+    price: Annotated[int, typer.Option(min=0, help="Credits per tool call")] = 1,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds before a call fails")] = 30.0,
+) -> None:
+    """Register an upstream, connect to it once and list the tools found."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+    headers = dict(_header(h) for h in header or [])
+    try:
+        body = UpstreamCreate(
+            name=name,
+            transport="stdio" if command else "streamable_http",
+            url=url,
+            command=command,
+            args=arg or [],
+            auth="static" if headers else "none",
+            headers=headers,
+            price=price,
+            timeout_seconds=timeout,
+        )
+    except ValidationError as exc:
+        typer.echo(f"error: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(1) from exc
+
+    async def work(runtime: Runtime) -> None:
+        async with transaction(runtime.sessions) as session:
+            await upstream_service.create(session, runtime.keyring, body)
+        await upstream_admin.probe(runtime, name)
+        await _show_upstream(runtime, name)
+
+    _with_runtime(settings, work)
+
+
+def _header(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition(":")
+    if not sep or not key.strip() or not value.strip():
+        typer.echo(f"error: headers look like 'Name: value', not {text!r}", err=True)
+        raise typer.Exit(1)
+    return key.strip(), value.strip()
+
+
+async def _show_upstream(runtime: Runtime, name: str) -> None:
+    async with runtime.sessions() as session:
+        upstream = await upstream_service.get(session, name)
+    listing = UpstreamListing.from_json(upstream.catalogue)
+    policy = upstream_service.policy(upstream)
+    problem = f" - {upstream.last_error}" if upstream.last_error else ""
+    typer.echo(f"{upstream.name}: {upstream.state} ({upstream.protocol_era or '-'}){problem}")
+    for tool in listing.tools:
+        if policy.offers(tool.name):
+            typer.echo(f"  {upstream.name}__{tool.name}\t{policy.price_of(tool.name)} credits")
+
+
+@upstream_app.command("list")
+def upstream_list() -> None:
+    """List the upstreams with their state and number of tools."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+
+    async def work(runtime: Runtime) -> None:
+        async with runtime.sessions() as session:
+            for upstream in await upstream_service.list_all(session):
+                tools = len(UpstreamListing.from_json(upstream.catalogue).tools)
+                where = upstream.url or upstream.command
+                flag = "" if upstream.enabled else " (disabled)"
+                typer.echo(
+                    f"{upstream.name}\t{upstream.transport}\t{where}\t{upstream.state}\t"
+                    f"{tools} tools\t{upstream.price} credits{flag}"
+                )
+
+    _with_runtime(settings, work)
+
+
+@upstream_app.command("refresh")
+def upstream_refresh(name: Annotated[str, typer.Argument()]) -> None:
+    """Connect to an upstream and read its catalogue again."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+
+    async def work(runtime: Runtime) -> None:
+        await upstream_admin.probe(runtime, name)
+        await _show_upstream(runtime, name)
+
+    _with_runtime(settings, work)
+
+
+@upstream_app.command("remove")
+def upstream_remove(name: Annotated[str, typer.Argument()]) -> None:
+    """Remove an upstream (a running server drops it at its next sync)."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+
+    async def work(runtime: Runtime) -> None:
+        async with transaction(runtime.sessions) as session:
+            await upstream_service.delete(session, await upstream_service.get(session, name))
+
+    _with_runtime(settings, work)
+    typer.echo(f"removed {name}")
 
 
 @app.command()

@@ -74,4 +74,5 @@ def configure_logging(level: str = "INFO", json_lines: bool | None = None) -> No
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers[:] = []
         uvicorn_logger.propagate = True
-    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+    for chatty in ("alembic", "httpx", "httpx2", "mcp"):
+        logging.getLogger(chatty).setLevel(max(root.level, logging.WARNING))

@@ -12,6 +12,7 @@ from tollgate.core.errors import ServiceUnavailable
 from tollgate.core.runtime import Runtime
 from tollgate.gateway import service
 from tollgate.gateway.catalogue import UpstreamListing
+from tollgate.gateway.connections import UpstreamConnection
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.models import Upstream
 from tollgate.gateway.schemas import ToolSummary, UpstreamCreate, UpstreamOut, UpstreamUpdate
@@ -116,3 +117,29 @@ async def remove(runtime: Runtime, gateway: Gateway, name: str) -> None:
     async with transaction(runtime.sessions) as session:
         await service.delete(session, await service.get(session, name))
     gateway.forget(name)
+
+
+async def probe(runtime: Runtime, name: str) -> tuple[bool, str | None]:
+    """Connect to an upstream once (outside a server), store its catalogue and state.
+
+    Returns whether it answered and the error when it did not. A running server picks the
+    stored catalogue and any registration change up at its next sync.
+    """
+    async with runtime.sessions() as session:
+        spec = service.connection_spec(runtime.keyring, await service.get(session, name))
+    outcome: dict[str, tuple[bool, str | None]] = {}
+
+    async def on_listing(upstream: str, listing: UpstreamListing) -> None:
+        async with transaction(runtime.sessions) as session:
+            await service.save_listing(session, upstream, listing)
+
+    async def on_state(upstream: str, up: bool, error: str | None, era: str | None) -> None:
+        outcome["result"] = (up, error)
+        async with transaction(runtime.sessions) as session:
+            await service.save_state(session, upstream, up, error, era)
+        connection.stop()
+
+    connection = UpstreamConnection(spec, on_listing=on_listing, on_state=on_state)
+    with anyio.move_on_after(FIRST_CONTACT_SECONDS):
+        await connection.run()
+    return outcome.get("result", (False, "no answer in time"))
