@@ -8,6 +8,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +129,37 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     )
 
 
+@asynccontextmanager
+async def running(application: Any) -> AsyncIterator[Any]:
+    """Run an app's lifespan in a task of its own until the block ends.
+
+    The lifespan holds task groups, which must be left by the task that entered them; a
+    fixture's setup and teardown may run in different tasks.
+    """
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:
+        async with application.router.lifespan_context(application):
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(lifespan())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()
+    try:
+        yield application
+    finally:
+        stop.set()
+        await task
+
+
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[Any]:
     """The app with its lifespan running."""
-    application = create_app(settings, configure_logs=False)
-    async with application.router.lifespan_context(application):
+    async with running(create_app(settings, configure_logs=False)) as application:
         yield application
 
 

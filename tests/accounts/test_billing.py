@@ -14,7 +14,7 @@ import stripe
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from tests.conftest import auth, enable_account, make_user
+from tests.conftest import auth, enable_account, make_user, running
 from tollgate.accounts.models import CreditTransaction, McpAccount, StripeEvent
 from tollgate.app import create_app
 from tollgate.core.runtime import Runtime
@@ -36,8 +36,7 @@ async def _user(runtime: Runtime, **fields: Any) -> User:
 async def billing_app(settings: Settings) -> AsyncIterator[FastAPI]:
     """The app with a Stripe webhook secret configured."""
     configured = settings.model_copy(update={"stripe_webhook_secret": SECRET})
-    application = create_app(configured, configure_logs=False)
-    async with application.router.lifespan_context(application):
+    async with running(create_app(configured, configure_logs=False)) as application:
         yield application
 
 

@@ -32,9 +32,13 @@ ALLOW_LOCAL = TransportSecuritySettings(
 )
 
 
-def make_server(name: str = "upstream") -> MCPServer:
-    """The test upstream."""
+def make_server(name: str = "upstream", extra_tools: int = 0) -> MCPServer:
+    """The test upstream (with ``extra_tools`` more numbered tools, for listing benchmarks)."""
     server = MCPServer(name, version="1.0.0", log_level="WARNING")
+    for number in range(extra_tools):
+        server.add_tool(
+            lambda value: value, name=f"tool_{number:03d}", description=f"Numbered tool {number}"
+        )
 
     @server.tool()
     def echo(text: str) -> str:
@@ -129,8 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["stdio", "http"])
     parser.add_argument("--name", default="upstream")
+    parser.add_argument("--extra-tools", type=int, default=0)
     args = parser.parse_args()
-    server = make_server(args.name)
+    server = make_server(args.name, args.extra_tools)
     if args.mode == "stdio":
         server.run("stdio")
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.accounts import credits
@@ -47,19 +47,20 @@ async def reserve_call(
         session, account_id, cost, request_id=request_id, tool_name=tool_name
     )
     if not result.replayed:
-        session.add(
-            ToolCall(
+        await session.execute(
+            insert(ToolCall).values(
                 request_id=request_id,
                 account_id=account_id,
                 upstream=upstream,
                 tool_name=tool_name,
                 credits_cost=cost,
                 credits_charged=cost,
-                status=CallStatus.PENDING,
+                status=CallStatus.PENDING.value,
+                success=False,
+                is_backend_error=False,
                 instance_id=instance_id,
             )
         )
-        await session.flush()
     return result
 
 

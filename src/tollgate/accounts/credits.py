@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, case, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, Insert, case, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.accounts.models import CreditTransaction, McpAccount, TransactionType
@@ -48,6 +49,18 @@ async def find_entry(session: AsyncSession, idempotency_key: str) -> CreditTrans
     return (await session.execute(query)).scalar_one_or_none()
 
 
+def _insert_once(session: AsyncSession, values: dict[str, object]) -> Insert:
+    """INSERT of a ledger row that does nothing when its idempotency key exists."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(CreditTransaction)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(CreditTransaction.id)
+    )
+
+
 async def _apply(
     session: AsyncSession,
     account_id: int,
@@ -55,7 +68,7 @@ async def _apply(
     *,
     idempotency_key: str,
     transaction_type: TransactionType,
-    extra_values: dict[str, ColumnElement[int]] | None = None,
+    counters: dict[str, int] | None = None,
     reference_type: str | None = None,
     reference_id: str | None = None,
     description: str | None = None,
@@ -64,46 +77,64 @@ async def _apply(
 ) -> LedgerResult:
     """Move ``amount`` credits (negative to take) and write the ledger row, atomically.
 
-    Runs inside a savepoint so a lost idempotency race rolls back only this step, and then
-    reports the winner's row.
+    Optimistic: the conditional balance update and the ledger insert run first (two
+    statements on the hot path). If the key had been used, the insert does nothing; the
+    update is then undone in the same transaction and the first result is reported.
+    ``counters`` are account columns incremented with the move (and undone with it).
     """
-    existing = await find_entry(session, idempotency_key)
-    if existing is not None:
-        return _replay(existing, account_id)
+    counters = counters or {}
     conditions = [McpAccount.id == account_id, McpAccount.credits_balance + amount >= 0]
     if require_active:
         conditions.append(McpAccount.is_active.is_(True))
-    statement = (
+    moved = await session.execute(
         update(McpAccount)
         .where(*conditions)
-        .values(credits_balance=McpAccount.credits_balance + amount, **(extra_values or {}))
+        .values(_moves(amount, counters, sign=1))
         .returning(McpAccount.credits_balance)
     )
-    try:
-        async with session.begin_nested():
-            balance_after = (await session.execute(statement)).scalar_one_or_none()
-            if balance_after is None:
-                raise await _refusal(session, account_id, amount)
-            entry = CreditTransaction(
-                account_id=account_id,
-                transaction_type=transaction_type,
-                amount=amount,
-                balance_before=balance_after - amount,
-                balance_after=balance_after,
-                idempotency_key=idempotency_key,
-                reference_type=reference_type,
-                reference_id=reference_id,
-                description=description,
-                created_by=created_by,
-            )
-            session.add(entry)
-            await session.flush()
-    except IntegrityError:
+    balance_after = moved.scalar_one_or_none()
+    if balance_after is None:
         existing = await find_entry(session, idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, account_id)
-    return _result(entry, replayed=False)
+        if existing is not None:
+            return _replay(existing, account_id)
+        raise await _refusal(session, account_id, amount)
+    inserted = await session.execute(
+        _insert_once(
+            session,
+            {
+                "account_id": account_id,
+                "transaction_type": transaction_type.value,
+                "amount": amount,
+                "balance_before": balance_after - amount,
+                "balance_after": balance_after,
+                "idempotency_key": idempotency_key,
+                "reference_type": reference_type,
+                "reference_id": reference_id,
+                "description": description,
+                "created_by": created_by,
+            },
+        )
+    )
+    if inserted.scalar_one_or_none() is not None:
+        return LedgerResult(amount=amount, balance_after=balance_after)
+    await session.execute(
+        update(McpAccount)
+        .where(McpAccount.id == account_id)
+        .values(_moves(amount, counters, sign=-1))
+    )
+    existing = await find_entry(session, idempotency_key)
+    assert existing is not None
+    return _replay(existing, account_id)
+
+
+def _moves(amount: int, counters: dict[str, int], *, sign: int) -> dict[str, ColumnElement[int]]:
+    columns = McpAccount.__table__.c
+    values: dict[str, ColumnElement[int]] = {
+        "credits_balance": columns.credits_balance + sign * amount
+    }
+    for name, step in counters.items():
+        values[name] = columns[name] + sign * step
+    return values
 
 
 async def _refusal(session: AsyncSession, account_id: int, amount: int) -> Exception:
@@ -138,10 +169,7 @@ async def charge(
         -cost,
         idempotency_key=charge_key(request_id),
         transaction_type=TransactionType.TOOL_CALL,
-        extra_values={
-            "total_tool_calls": McpAccount.total_tool_calls + 1,
-            "total_credits_used": McpAccount.total_credits_used + cost,
-        },
+        counters={"total_tool_calls": 1, "total_credits_used": cost},
         reference_type="tool_call",
         reference_id=request_id,
         description=f"Tool call {tool_name}",
@@ -163,7 +191,7 @@ async def refund(
         amount,
         idempotency_key=f"refund:{request_id}",
         transaction_type=TransactionType.REFUND,
-        extra_values={"total_credits_used": McpAccount.total_credits_used - amount},
+        counters={"total_credits_used": -amount},
         reference_type="tool_call",
         reference_id=request_id,
         description=f"Refund: {reason}",

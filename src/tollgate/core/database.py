@@ -157,8 +157,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine for ``url``, tuned for its dialect."""
+    """An async engine for ``url``, tuned for its dialect.
+
+    SQLite has one writer at a time, and every transaction here takes the write lock, so one
+    pooled connection per process is all it can use: transactions then queue on the pool
+    (woken at once) instead of in SQLite's busy handler (which sleeps between retries).
+    """
     if url.startswith("sqlite"):
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("pool_timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
         engine = create_async_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, **kwargs
         )

@@ -148,7 +148,10 @@ class Gateway:
                 logger.exception("list-changed notification failed")
 
     async def sync(self) -> None:
-        """Bring sessions and policies in line with the registered upstreams."""
+        """Bring sessions and policies in line with the registered upstreams, and tell
+        clients when that changed the tools offered (an upstream disabled, removed, or its
+        tool lists changed)."""
+        offered = self.catalogue.tools_result().tools
         async with self.runtime.sessions() as session:
             rows = list(await service.list_all(session))
         seen = set()

@@ -233,8 +233,11 @@ class BearerGate:
         self.resource_metadata_url = resource_metadata_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/") != MCP_PATH:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["path"].rstrip("/") != MCP_PATH:
+            await _not_found(scope, receive, send)
             return
         token = _bearer(scope)
         caller = await self._authenticate(token)
@@ -278,6 +281,11 @@ class BearerGate:
             headers={"WWW-Authenticate": challenge},
         )
         await response(scope, receive, send)
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse({"detail": {"code": "not_found", "message": "Not Found"}}, 404)
+    await response(scope, receive, send)
 
 
 def _bearer(scope: Scope) -> str:
