@@ -24,6 +24,10 @@ from tollgate.core.jobs import Scheduler
 from tollgate.core.logging import configure_logging
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings, get_settings
+from tollgate.data import routes as data_routes
+from tollgate.data.service import DataAccess
+from tollgate.data.tools import UPSTREAM_NAME as DATA_UPSTREAM
+from tollgate.data.tools import data_server
 from tollgate.gateway import routes as gateway_routes
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
@@ -42,12 +46,18 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     settler = Settler(runtime.sessions)
     gateway = Gateway(runtime, settler)
     endpoint = McpEndpoint(gateway)
+    data = (
+        DataAccess(settings, key_store(runtime), gateway.observers)
+        if settings.mcp_enabled
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = runtime
         app.state.gateway = gateway
         app.state.mcp = endpoint
+        app.state.data = data
         scheduler = Scheduler()
         await heartbeat(runtime.cache, runtime.instance_id)
         await jobs.settle_abandoned_calls(runtime.sessions, runtime.cache)
@@ -55,6 +65,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         try:
             async with gateway.pool, endpoint.server.session_manager.run():
                 settler.start()
+                if data is not None:
+                    gateway.add_builtin(
+                        DATA_UPSTREAM, data_server(data.source), settings.data_tool_price
+                    )
                 await gateway.sync()
                 scheduler.every(
                     settings.upstream_sync_interval_seconds, "upstream-sync", gateway.sync
@@ -67,6 +81,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         finally:
             await scheduler.stop()
             await settler.stop()
+            if data is not None:
+                await data.close()
             await runtime.close()
 
     app = FastAPI(
@@ -100,6 +116,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         organization_routes.organizations_router,
         gateway_routes.router,
         gateway_routes.metadata_router,
+        data_routes.router,
     ):
         app.include_router(router)
     app.mount(

@@ -22,7 +22,14 @@ from tollgate.core.encrypted import reencrypt_all
 from tollgate.core.errors import NotFound, TollgateError
 from tollgate.core.logging import configure_logging
 from tollgate.core.runtime import Runtime
-from tollgate.core.settings import Settings, get_settings, read_secrets_file, write_secrets_file
+from tollgate.core.settings import (
+    HELPDESK_FILE,
+    Settings,
+    get_settings,
+    read_secrets_file,
+    write_secrets_file,
+)
+from tollgate.data.demo import create_helpdesk
 from tollgate.gateway import admin as upstream_admin
 from tollgate.gateway import service as upstream_service
 from tollgate.gateway.catalogue import UpstreamListing
@@ -273,6 +280,8 @@ def seed_demo() -> None:
             return await demo.seed(session, runtime.keyring, runtime.settings)
 
     report = _with_runtime(settings, work)
+    if not settings.data_url and create_helpdesk(settings.data_dir / HELPDESK_FILE):
+        report.created.append(f"helpdesk database {settings.data_dir / HELPDESK_FILE}")
     for line in report.created or ["nothing to do: the demo data exists"]:
         typer.echo(line)
     if report.token:

@@ -8,14 +8,17 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tollgate.core.crypto import generate_key_spec
 
 logger = logging.getLogger(__name__)
+
+HELPDESK_FILE = "helpdesk.db"
+"""The demo helpdesk database agents read by default, in the data directory."""
 
 SECRETS_FILE_NAME = "secrets.json"
 """Generated secrets live beside the SQLite database, in the data directory."""
@@ -112,19 +115,51 @@ class Settings(BaseSettings):
         default=600, ge=1, validation_alias="TOLLGATE_KEY_RATE_LIMIT_PER_MINUTE"
     )
     public_url: str = Field(default="", validation_alias="TOLLGATE_PUBLIC_URL")
-    allowed_hosts: list[str] = Field(
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*", "testserver"],
         validation_alias="TOLLGATE_ALLOWED_HOSTS",
     )
     upstream_sync_interval_seconds: float = Field(
         default=10, gt=0, validation_alias="TOLLGATE_UPSTREAM_SYNC_INTERVAL_SECONDS"
     )
+    mcp_enabled: bool = Field(default=False, validation_alias=_env("MCP_ENABLED"))
+    mcp_token: str = Field(default="", validation_alias=_env("MCP_TOKEN"))
+    mcp_allowed_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["users", "tickets", "change_log"],
+        validation_alias=_env("MCP_ALLOWED_MODELS"),
+    )
+    mcp_readonly: bool = Field(default=True, validation_alias=_env("MCP_READONLY"))
+    mcp_rate_limit: int = Field(default=60, ge=1, validation_alias=_env("MCP_RATE_LIMIT"))
+    data_url: str = Field(default="", validation_alias="TOLLGATE_DATA_URL")
+    sensitive_field_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"(^|_)(password|passwd|secret|token|hash|salt)($|_)",
+            r"api_?key",
+            r"private_?key",
+        ],
+        validation_alias="TOLLGATE_SENSITIVE_FIELD_PATTERNS",
+    )
+    data_tool_price: int = Field(default=1, ge=0, validation_alias="TOLLGATE_DATA_TOOL_PRICE")
     stripe_webhook_secret: str = Field(default="", validation_alias=_env("STRIPE_WEBHOOK_SECRET"))
 
     @field_validator("credit_tiers", mode="before")
     @classmethod
     def _parse_tiers(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("mcp_allowed_models", "allowed_hosts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def resolved_data_url(self) -> str:
+        """The data source agents read: ``TOLLGATE_DATA_URL`` or the demo helpdesk file."""
+        if self.data_url:
+            return normalise_database_url(self.data_url)
+        return f"sqlite+aiosqlite:///{(self.data_dir / HELPDESK_FILE).resolve()}"
 
     @field_validator("database_url")
     @classmethod

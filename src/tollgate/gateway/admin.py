@@ -4,7 +4,6 @@ so the new session's own writes never wait on the request's transaction."""
 from __future__ import annotations
 
 import anyio
-import mcp_types as types
 from mcp import MCPError
 
 from tollgate.core.database import transaction
@@ -106,8 +105,6 @@ async def refresh(runtime: Runtime, gateway: Gateway, name: str) -> UpstreamOut:
     try:
         await gateway.refresh(name)
     except MCPError as exc:
-        if exc.code != types.INTERNAL_ERROR:
-            raise
         raise ServiceUnavailable(exc.message, code="upstream_unavailable") from exc
     return await describe(runtime, gateway, name)
 
@@ -116,7 +113,7 @@ async def remove(runtime: Runtime, gateway: Gateway, name: str) -> None:
     """Delete an upstream and close its sessions."""
     async with transaction(runtime.sessions) as session:
         await service.delete(session, await service.get(session, name))
-    gateway.forget(name)
+    await gateway.sync()
 
 
 async def probe(runtime: Runtime, name: str) -> tuple[bool, str | None]:

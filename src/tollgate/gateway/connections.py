@@ -56,6 +56,8 @@ class ConnectionSpec:
     env: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float = 30.0
+    server: Any = field(default=None, compare=False)
+    """An in-process MCP server (transport ``inproc``), for Tollgate's built-in upstreams."""
 
 
 ListingCallback = Callable[[str, UpstreamListing], Awaitable[None]]
@@ -107,6 +109,8 @@ class UpstreamConnection:
             "message_handler": self._on_message,
             "read_timeout_seconds": self.spec.timeout,
         }
+        if self.spec.transport == "inproc":
+            return Client(self.spec.server, **options)
         if self.spec.transport == "stdio":
             assert self.spec.command
             params = StdioServerParameters(
@@ -155,7 +159,7 @@ class UpstreamConnection:
             await self.refresh()
             logger.info("upstream %s connected (protocol %s)", self.spec.name, self.era)
             async with anyio.create_task_group() as group:
-                if self.era in MODERN_PROTOCOL_VERSIONS:
+                if self.era in MODERN_PROTOCOL_VERSIONS and _announces_changes(client):
                     group.start_soon(self._listen_modern, client)
                 group.start_soon(self._refresh_periodically)
                 self._waiters.ready.set()
@@ -268,6 +272,15 @@ class UpstreamConnection:
                 with anyio.move_on_after(READY_WAIT_SECONDS):
                     await closed.wait()
         raise AssertionError("unreachable")
+
+
+def _announces_changes(client: Client) -> bool:
+    """Whether the upstream says it sends list-changed events (else listening fails)."""
+    capabilities = client.server_capabilities
+    return any(
+        getattr(getattr(capabilities, kind, None), "list_changed", False)
+        for kind in ("tools", "resources", "prompts")
+    )
 
 
 async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:

@@ -32,7 +32,7 @@ from tollgate.core.errors import Forbidden, InsufficientCredits, NotFound
 from tollgate.core.ratelimit import allow
 from tollgate.core.runtime import Runtime
 from tollgate.gateway import naming, service
-from tollgate.gateway.catalogue import Catalogue, ToolEntry, UpstreamListing
+from tollgate.gateway.catalogue import Catalogue, ToolEntry, UpstreamListing, UpstreamPolicy
 from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
 from tollgate.gateway.events import Observers, ToolCallEvent
 from tollgate.gateway.models import AuthMode, Upstream
@@ -135,6 +135,7 @@ class Gateway:
         self._auth: dict[str, UpstreamAuth] = {}
         self._listing_digest: dict[str, str] = {}
         self._reported: dict[str, anyio.Event] = {}
+        self._builtin: set[str] = set()
 
     def on_change(self, notifier: Notifier) -> None:
         """Call ``notifier(kind)`` when the tools, resources or prompts offered change."""
@@ -158,8 +159,10 @@ class Gateway:
         for row in rows:
             seen.add(row.name)
             self._apply(row)
-        for name in set(self._specs) - seen:
+        for name in set(self._specs) - seen - self._builtin:
             self.forget(name)
+        if self.catalogue.tools_result().tools != offered:
+            await self._notify("tools")
 
     def _apply(self, row: Upstream) -> None:
         spec = service.connection_spec(self.runtime.keyring, row)
@@ -175,6 +178,15 @@ class Gateway:
         before = self.pool.shared(row.name)
         if self.pool.ensure(spec) is not before:
             self._reported[row.name] = anyio.Event()
+
+    def add_builtin(self, name: str, server: Any, price: int) -> None:
+        """Serve an in-process MCP server as the upstream ``name`` (not stored, not editable)."""
+        self._builtin.add(name)
+        self.catalogue.set_policy(UpstreamPolicy(name=name, price=price))
+        self._auth[name] = UpstreamAuth(AuthMode.NONE, None, None)
+        spec = ConnectionSpec(name=name, transport="inproc", server=server)
+        self._specs[name] = spec
+        self.pool.ensure(spec)
 
     def forget(self, name: str) -> None:
         """Close an upstream's sessions and drop it from the catalogue."""

@@ -14,6 +14,7 @@ UpstreamName = Annotated[
 
 ToolName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,100}$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")]
 HeaderValue = Annotated[
     str, StringConstraints(min_length=1, max_length=4000, pattern=r"^[^\r\n\x00]*$")
 ]
@@ -36,7 +37,7 @@ class UpstreamSpec(BaseModel):
     args: list[Annotated[str, StringConstraints(max_length=2000)]] = Field(
         default_factory=list, max_length=100
     )
-    env: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=100)
+    env: dict[EnvName, HeaderValue] = Field(default_factory=dict, max_length=100)
     auth: Literal["none", "static", "broker"] = "none"
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=50)
     broker_service: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")] | None = (
@@ -87,7 +88,7 @@ class UpstreamUpdate(BaseModel):
     args: list[Annotated[str, StringConstraints(max_length=2000)]] | None = Field(
         default=None, max_length=100
     )
-    env: dict[HeaderName, HeaderValue] | None = Field(default=None, max_length=100)
+    env: dict[EnvName, HeaderValue] | None = Field(default=None, max_length=100)
     headers: dict[HeaderName, HeaderValue] | None = Field(default=None, max_length=50)
     price: Price | None = None
     tool_prices: dict[ToolName, Price] | None = Field(default=None, max_length=1000)
