@@ -14,6 +14,9 @@ from tollgate.accounts import billing_routes, jobs
 from tollgate.accounts import routes as account_routes
 from tollgate.accounts.deps import key_store
 from tollgate.accounts.settlement import Settler
+from tollgate.analytics import jobs as analytics_jobs
+from tollgate.analytics import routes as analytics_routes
+from tollgate.analytics.recorder import Recorder
 from tollgate.broker import jobs as broker_jobs
 from tollgate.broker import organization_routes
 from tollgate.broker import routes as broker_routes
@@ -33,6 +36,9 @@ from tollgate.gateway.hub import Gateway
 from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
 from tollgate.identity import routes as identity_routes
 
+ANALYTICS_RETENTION_INTERVAL_SECONDS = 3600.0
+"""Raw analytics events past the retention are rolled up and pruned hourly."""
+
 ABANDONED_CALLS_INTERVAL_SECONDS = 60.0
 """How often calls left pending by a dead process are looked for (besides at start)."""
 
@@ -46,6 +52,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     settler = Settler(runtime.sessions)
     gateway = Gateway(runtime, settler)
     endpoint = McpEndpoint(gateway)
+    recorder = Recorder(runtime.sessions, runtime.cache)
+    gateway.observers.attach(recorder.observe)
     data = (
         DataAccess(settings, key_store(runtime), gateway.observers)
         if settings.mcp_enabled
@@ -65,6 +73,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         try:
             async with gateway.pool, endpoint.server.session_manager.run():
                 settler.start()
+                recorder.start()
                 if data is not None:
                     gateway.add_builtin(
                         DATA_UPSTREAM, data_server(data.source), settings.data_tool_price
@@ -81,6 +90,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         finally:
             await scheduler.stop()
             await settler.stop()
+            await recorder.stop()
             if data is not None:
                 await data.close()
             await runtime.close()
@@ -117,6 +127,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         gateway_routes.router,
         gateway_routes.metadata_router,
         data_routes.router,
+        analytics_routes.router,
+        analytics_routes.metrics_router,
     ):
         app.include_router(router)
     app.mount(
@@ -146,6 +158,13 @@ def _schedule_jobs(scheduler: Scheduler, runtime: Runtime) -> None:
         settings.refill_interval_seconds,
         "monthly-refill",
         lambda: jobs.run_monthly_refill(runtime.sessions),
+    )
+    scheduler.every(
+        ANALYTICS_RETENTION_INTERVAL_SECONDS,
+        "analytics-retention",
+        lambda: analytics_jobs.roll_up_and_prune(
+            runtime.sessions, settings.analytics_retention_days
+        ),
     )
     scheduler.every(
         settings.lease_expiry_interval_seconds,

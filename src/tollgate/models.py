@@ -1,9 +1,17 @@
 """Every part's models, imported together so the metadata is complete (migrations, tests)."""
 
 from tollgate.accounts import models as accounts_models
+from tollgate.analytics import models as analytics_models
 from tollgate.broker import models as broker_models
 from tollgate.core.database import Base
 from tollgate.gateway import models as gateway_models
 from tollgate.identity import models as identity_models
 
-__all__ = ["Base", "accounts_models", "broker_models", "gateway_models", "identity_models"]
+__all__ = [
+    "Base",
+    "accounts_models",
+    "analytics_models",
+    "broker_models",
+    "gateway_models",
+    "identity_models",
+]

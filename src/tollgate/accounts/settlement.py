@@ -8,12 +8,12 @@ what is queued. Anything a crash leaves pending is settled at the next start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tollgate.accounts.calls import CallOutcome, settle_call
+from tollgate.core.batching import BatchWriter
 from tollgate.core.database import transaction
 
 logger = logging.getLogger(__name__)
@@ -33,49 +33,13 @@ class Settler:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._queue: asyncio.Queue[CallOutcome] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start the background writer."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="settler")
-
-    def submit(self, outcome: CallOutcome) -> None:
-        """Queue an outcome; never waits."""
-        self._queue.put_nowait(outcome)
-
-    async def flush(self) -> None:
-        """Wait until everything queued so far is written."""
-        await self._queue.join()
-
-    async def stop(self) -> None:
-        """Write what is queued, then stop the writer."""
-        if self._task is None:
-            return
-        await self.flush()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            deadline = asyncio.get_running_loop().time() + BATCH_WINDOW_SECONDS
-            while len(batch) < BATCH_SIZE:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
-            try:
-                await self._write(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+        self._writer: BatchWriter[CallOutcome] = BatchWriter(
+            "settler", self._write, size=BATCH_SIZE, window=BATCH_WINDOW_SECONDS
+        )
+        self.start = self._writer.start
+        self.submit = self._writer.submit
+        self.flush = self._writer.flush
+        self.stop = self._writer.stop
 
     async def _write(self, batch: list[CallOutcome]) -> None:
         for delay in (*RETRY_DELAYS_SECONDS, None):
@@ -87,7 +51,7 @@ class Settler:
             except Exception:
                 if delay is None:
                     logger.exception(
-                        "could not settle %d calls; they stay pending until the next start",
+                        "could not settle %d calls; they stay pending until recovered",
                         len(batch),
                     )
                     return

@@ -38,6 +38,7 @@ from tollgate.core.deps import (
     RuntimeDep,
     SessionDep,
 )
+from tollgate.core.metrics import LEASES
 from tollgate.identity.deps import CurrentUser, require
 from tollgate.identity.models import Membership, Organization, User
 
@@ -93,6 +94,7 @@ async def create_lease(
         actor=caller.actor,
     )
     lease = issued.lease
+    LEASES.labels("created").inc()
     return LeaseCreated(
         lease_id=lease.id,
         credentials=issued.credentials,
@@ -117,6 +119,7 @@ async def get_lease(lease_id: LeaseId, caller: Reader, session: SessionDep) -> L
 async def renew_lease(lease_id: LeaseId, caller: Leaser, session: SessionDep) -> LeaseRenewed:
     """Extend a lease by its original TTL. Its owner, with ``lease`` scope."""
     lease = await leases.renew(session, lease_id, caller.user, caller.actor)
+    LEASES.labels("renewed").inc()
     return LeaseRenewed(
         lease_id=lease.id,
         expires_at=lease.expires_at,
@@ -137,6 +140,7 @@ async def revoke_lease(
         session, lease_id, caller.user, caller.actor, body.reason if body else None
     )
     assert lease.revoked_at is not None
+    LEASES.labels("revoked").inc()
     return LeaseRevoked(
         message="Lease revoked successfully", lease_id=lease.id, revoked_at=lease.revoked_at
     )

@@ -17,7 +17,7 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
-Scope = Literal["lease", "read"]
+Scope = Literal["lease", "read", "ingest"]
 
 MAX_SERVICES_PER_LEASE = 32
 """More services than any server needs at once; bounds the work of one request."""

@@ -27,8 +27,9 @@ TOKEN_VISIBLE_PREFIX = 12
 USAGE_WRITE_INTERVAL_SECONDS = 60
 """``last_used_at`` is written at most once a minute per token, not on every request."""
 
-KNOWN_SCOPES = frozenset({"lease", "read"})
-"""``read``: who am I and what can I get; ``lease``: create, renew and revoke leases."""
+KNOWN_SCOPES = frozenset({"lease", "read", "ingest"})
+"""``read``: who am I and what can I get; ``lease``: create, renew and revoke leases;
+``ingest``: post analytics records (for external MCP servers)."""
 
 UNAUTHENTICATED = "Unauthenticated."
 

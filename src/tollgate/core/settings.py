@@ -140,6 +140,10 @@ class Settings(BaseSettings):
         validation_alias="TOLLGATE_SENSITIVE_FIELD_PATTERNS",
     )
     data_tool_price: int = Field(default=1, ge=0, validation_alias="TOLLGATE_DATA_TOOL_PRICE")
+    mcp_webhook_secret: str = Field(default="", validation_alias=_env("MCP_WEBHOOK_SECRET"))
+    analytics_retention_days: int = Field(
+        default=30, ge=1, validation_alias="TOLLGATE_ANALYTICS_RETENTION_DAYS"
+    )
     stripe_webhook_secret: str = Field(default="", validation_alias=_env("STRIPE_WEBHOOK_SECRET"))
 
     @field_validator("credit_tiers", mode="before")

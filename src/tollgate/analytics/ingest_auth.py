@@ -1,0 +1,73 @@
+"""Who may post analytics: admins (JWT), an access token with the ``ingest`` scope, or a
+request signed with ``MCP_WEBHOOK_SECRET`` (HMAC-SHA256 over timestamp and body).
+
+Signed requests carry ``X-Tollgate-Timestamp`` (Unix seconds) and ``X-Tollgate-Signature``
+(``sha256=<hex of HMAC(secret, "<timestamp>.<body>")>``); stale timestamps and replayed
+signatures are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tollgate.broker.deps import principal
+from tollgate.core.cache import Cache
+from tollgate.core.deps import ClientAddress, RuntimeDep, SessionDep
+from tollgate.core.errors import Forbidden, Unauthorized
+from tollgate.core.settings import Settings
+from tollgate.identity.deps import bearer_token
+from tollgate.identity.permissions import permissions_for
+
+SIGNATURE_TOLERANCE_SECONDS = 300
+"""A signed request older (or further in the future) than this is refused."""
+
+TIMESTAMP_HEADER = "x-tollgate-timestamp"
+SIGNATURE_HEADER = "x-tollgate-signature"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
+
+
+async def check_signature(request: Request, settings: Settings, cache: Cache) -> None:
+    """Accept a correctly signed, fresh, first-seen request; Unauthorized otherwise."""
+    timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    if not settings.mcp_webhook_secret:
+        raise Unauthorized("Signed ingestion is not configured", code="signature_not_configured")
+    if not timestamp.isdigit():
+        raise Unauthorized("Missing or invalid timestamp", code="invalid_signature")
+    if abs(time.time() - int(timestamp)) > SIGNATURE_TOLERANCE_SECONDS:
+        raise Unauthorized("Stale request timestamp", code="stale_signature")
+    expected = sign(settings.mcp_webhook_secret, timestamp, await request.body())
+    if not hmac.compare_digest(expected, signature):
+        raise Unauthorized("Invalid signature", code="invalid_signature")
+    if not await cache.add(f"ingest-signature:{signature}", "1", SIGNATURE_TOLERANCE_SECONDS * 2):
+        raise Unauthorized("Replayed request", code="replayed_signature")
+
+
+async def ingestor(
+    request: Request, session: SessionDep, runtime: RuntimeDep, address: ClientAddress
+) -> str:
+    """Who is posting: ``signed``, ``token:<prefix>`` or the admin's email."""
+    if request.headers.get(SIGNATURE_HEADER):
+        await check_signature(request, runtime.settings, runtime.cache)
+        return "signed"
+    caller = await principal(bearer_token(request), session, runtime, address)
+    if caller.token is not None:
+        if "ingest" not in caller.token.scopes:
+            raise Forbidden("This token lacks the 'ingest' scope", code="insufficient_scope")
+        return f"token:{caller.token.token_prefix}"
+    if "analytics.write" not in permissions_for(caller.user.role, caller.user.is_superuser):
+        raise Forbidden("This needs the 'analytics.write' permission", code="permission_denied")
+    return caller.user.email
+
+
+Ingestor = Annotated[str, Depends(ingestor)]

@@ -1,0 +1,207 @@
+"""Tollgate's own traffic into analytics: each call event becomes a usage event and a latency
+metric, each backend error an error log, each MCP session a session row; written in batches
+off the request path, and published on the live feed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tollgate.analytics.models import AnalyticsSession, ErrorLog, PerformanceMetric, UsageEvent
+from tollgate.core.batching import BatchWriter
+from tollgate.core.cache import Cache
+from tollgate.core.database import transaction
+from tollgate.core.metrics import CREDITS_CHARGED, TOOL_CALL_ERRORS, TOOL_CALL_SECONDS, TOOL_CALLS
+
+logger = logging.getLogger(__name__)
+
+LIVE_CHANNEL = "analytics:live"
+"""Pub/sub channel of the live feed (through the cache, so every process sees every event)."""
+
+BATCH_SIZE = 500
+BATCH_WINDOW_SECONDS = 0.05
+"""Events are written in batches of up to this many, gathered for at most this long."""
+
+LATENCY_METRIC = "tool_call_latency_ms"
+
+
+class CallEvent(Protocol):
+    """What the gateway reports about a call (``tollgate.gateway.events.ToolCallEvent``)."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def account_id(self) -> int: ...
+
+    @property
+    def user_id(self) -> int: ...
+
+    @property
+    def upstream(self) -> str: ...
+
+    @property
+    def tool(self) -> str: ...
+
+    @property
+    def credits(self) -> int: ...
+
+    @property
+    def success(self) -> bool: ...
+
+    @property
+    def is_backend_error(self) -> bool: ...
+
+    @property
+    def error_code(self) -> str | None: ...
+
+    @property
+    def latency_ms(self) -> float: ...
+
+    @property
+    def protocol_version(self) -> str | None: ...
+
+    @property
+    def session_id(self) -> str | None: ...
+
+
+def live_message(kind: str, record: dict[str, Any]) -> str:
+    """The JSON the live feed carries for one record."""
+    return json.dumps({"type": kind, **record}, default=str)
+
+
+class Recorder:
+    """Receives call events (never waiting) and writes them in batches."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: Cache) -> None:
+        self._sessions = sessions
+        self._cache = cache
+        self._writer: BatchWriter[tuple[CallEvent, datetime]] = BatchWriter(
+            "analytics-recorder", self._write, size=BATCH_SIZE, window=BATCH_WINDOW_SECONDS
+        )
+        self.start = self._writer.start
+        self.flush = self._writer.flush
+        self.stop = self._writer.stop
+
+    def observe(self, event: CallEvent) -> None:
+        """The gateway's observer hook: count it for Prometheus and queue it."""
+        failure = "backend_error" if event.is_backend_error else "tool_error"
+        TOOL_CALLS.labels(event.upstream, event.tool, "ok" if event.success else failure).inc()
+        TOOL_CALL_SECONDS.labels(event.upstream, event.tool).observe(event.latency_ms / 1000)
+        if not event.success:
+            kind = "backend" if event.is_backend_error else "tool"
+            TOOL_CALL_ERRORS.labels(event.upstream, event.tool, kind).inc()
+        if event.credits:
+            CREDITS_CHARGED.inc(event.credits)
+        self._writer.submit((event, datetime.now(UTC)))
+
+    async def _write(self, batch: list[tuple[CallEvent, datetime]]) -> None:
+        events = [_usage_row(event, at) for event, at in batch]
+        async with transaction(self._sessions) as session:
+            await session.execute(insert(UsageEvent), events)
+            await session.execute(
+                insert(PerformanceMetric), [_metric_row(e, at) for e, at in batch]
+            )
+            errors = [_error_row(e, at) for e, at in batch if e.is_backend_error]
+            if errors:
+                await session.execute(insert(ErrorLog), errors)
+            await _count_sessions(session, batch)
+        for row in events:
+            await self._cache.publish(LIVE_CHANNEL, live_message("event", row))
+
+
+def _usage_row(event: CallEvent, at: datetime) -> dict[str, Any]:
+    return {
+        "timestamp": at,
+        "session_id": event.session_id,
+        "event_type": "tool_call" if event.protocol_version != "ws" else "data_request",
+        "tool_name": event.tool,
+        "service": event.upstream,
+        "response_time_ms": round(event.latency_ms, 3),
+        "success": event.success,
+        "error_message": event.error_code,
+        "credits": event.credits,
+        "event_metadata": {
+            "request_id": event.request_id,
+            "protocol_version": event.protocol_version,
+            "backend_error": event.is_backend_error,
+        },
+    }
+
+
+def _metric_row(event: CallEvent, at: datetime) -> dict[str, Any]:
+    return {
+        "timestamp": at,
+        "metric_name": LATENCY_METRIC,
+        "metric_value": round(event.latency_ms, 3),
+        "metric_unit": "ms",
+        "tags": {"upstream": event.upstream, "tool": event.tool},
+    }
+
+
+def _error_row(event: CallEvent, at: datetime) -> dict[str, Any]:
+    return {
+        "timestamp": at,
+        "error_type": event.error_code or "backend_error",
+        "error_message": f"{event.tool} failed upstream ({event.error_code})",
+        "session_id": event.session_id,
+        "tool_name": event.tool,
+        "service": event.upstream,
+        "resolved": False,
+        "error_metadata": {"request_id": event.request_id},
+    }
+
+
+async def _count_sessions(session: AsyncSession, batch: list[tuple[CallEvent, datetime]]) -> None:
+    totals: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0.0, None, None])
+    for event, at in batch:
+        if not event.session_id:
+            continue
+        entry = totals[event.session_id]
+        entry[0] += 1
+        entry[1] += 0 if event.success else 1
+        entry[2] += event.latency_ms
+        entry[3] = at
+        entry[4] = event.account_id or None
+    if not totals:
+        return
+    known = set(
+        (
+            await session.execute(
+                select(AnalyticsSession.session_id).where(
+                    AnalyticsSession.session_id.in_(list(totals))
+                )
+            )
+        ).scalars()
+    )
+    for session_id, (requests, errors, processing, last, account) in totals.items():
+        if session_id in known:
+            await session.execute(
+                update(AnalyticsSession)
+                .where(AnalyticsSession.session_id == session_id)
+                .values(
+                    total_requests=AnalyticsSession.total_requests + requests,
+                    total_errors=AnalyticsSession.total_errors + errors,
+                    total_processing_ms=AnalyticsSession.total_processing_ms + processing,
+                    last_activity_at=last,
+                )
+            )
+        else:
+            session.add(
+                AnalyticsSession(
+                    session_id=session_id,
+                    account_id=account,
+                    started_at=last,
+                    last_activity_at=last,
+                    total_requests=requests,
+                    total_errors=errors,
+                    total_processing_ms=processing,
+                    session_metadata={},
+                )
+            )
