@@ -88,6 +88,15 @@ class KeyStore:
             await self.cache.add(_cache_key(key_hash), payload, self.ttl)
         return identity
 
+    async def identify(self, token: str | None) -> KeyIdentity | None:
+        """The identity behind ``token`` if it is an active account key, else None."""
+        if not token or not looks_like_key(token):
+            return None
+        try:
+            return await self.authenticate(token)
+        except Unauthorized:
+            return None
+
     async def _lookup(self, key_hash: str) -> KeyIdentity | None:
         query = select(McpAccount.id, McpAccount.user_id, McpAccount.user_email).where(
             McpAccount.mcp_key_hash == key_hash, McpAccount.is_active.is_(True)

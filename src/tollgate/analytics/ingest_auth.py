@@ -1,5 +1,5 @@
-"""Who may post analytics: admins (JWT), an access token with the ``ingest`` scope, or a
-request signed with ``MCP_WEBHOOK_SECRET`` (HMAC-SHA256 over timestamp and body).
+"""Who may post analytics: admins (JWT, or an admin's access token with the ``ingest`` scope),
+or a request signed with ``MCP_WEBHOOK_SECRET`` (HMAC-SHA256 over timestamp and body).
 
 Signed requests carry ``X-Tollgate-Timestamp`` (Unix seconds) and ``X-Tollgate-Signature``
 (``sha256=<hex of HMAC(secret, "<timestamp>.<body>")>``); stale timestamps and replayed
@@ -61,13 +61,12 @@ async def ingestor(
         await check_signature(request, runtime.settings, runtime.cache)
         return "signed"
     caller = await principal(bearer_token(request), session, runtime, address)
-    if caller.token is not None:
-        if "ingest" not in caller.token.scopes:
-            raise Forbidden("This token lacks the 'ingest' scope", code="insufficient_scope")
-        return f"token:{caller.token.token_prefix}"
+    if caller.token is not None and "ingest" not in caller.token.scopes:
+        raise Forbidden("This token lacks the 'ingest' scope", code="insufficient_scope")
+    # A token acts for its user: it never grants more than the user holds.
     if "analytics.write" not in permissions_for(caller.user.role, caller.user.is_superuser):
         raise Forbidden("This needs the 'analytics.write' permission", code="permission_denied")
-    return caller.user.email
+    return caller.user.email if caller.token is None else f"token:{caller.token.token_prefix}"
 
 
 Ingestor = Annotated[str, Depends(ingestor)]

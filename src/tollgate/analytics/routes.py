@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, WebSocket
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import AwareDatetime
 
 from tollgate.analytics import service
 from tollgate.analytics.ingest_auth import Ingestor
@@ -40,8 +40,8 @@ metrics_router = APIRouter(tags=["metrics"])
 
 Reader = Annotated[User, Depends(require("analytics.read"))]
 Writer = Annotated[User, Depends(require("analytics.write"))]
-Start = Annotated[datetime | None, Query(description="From this time (inclusive)")]
-End = Annotated[datetime | None, Query(description="Until this time (exclusive)")]
+Start = Annotated[AwareDatetime | None, Query(description="From this time (inclusive)")]
+End = Annotated[AwareDatetime | None, Query(description="Until this time (exclusive)")]
 Hours = Annotated[int, Query(ge=1, le=24 * 366, description="Period in hours")]
 Filter = Annotated[str | None, Query(max_length=200)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -172,7 +173,7 @@ async def _percentiles(
         return [None for _ in fractions]
     values = []
     for fraction in fractions:
-        rank = min(int(count) - 1, max(0, round(fraction * count + 0.5) - 1))
+        rank = min(int(count), max(1, math.ceil(fraction * count))) - 1
         values.append(
             (await session.execute(base.order_by(latency).limit(1).offset(rank))).scalar_one()
         )

@@ -226,12 +226,7 @@ async def list_members(org_id: PathId, user: OrgUser, session: SessionDep) -> li
     """The organization's members. Members (and admins)."""
     org = await orgs.get_organization(session, org_id)
     await integrations.require_member(session, org_id, user)
-    return [
-        MemberOut(
-            user_id=u.id, username=u.username, email=u.email, role=m.role, joined_at=m.created_at
-        )
-        for m, u in await orgs.list_members(session, org)
-    ]
+    return [MemberOut.of(m, u) for m, u in await orgs.list_members(session, org)]
 
 
 @organizations_router.post("/{org_id}/members", response_model=MemberOut, status_code=201)
@@ -254,13 +249,7 @@ async def add_member(
         target_id=org_id,
         details={"user_id": member.id, "role": membership.role},
     )
-    return MemberOut(
-        user_id=member.id,
-        username=member.username,
-        email=member.email,
-        role=membership.role,
-        joined_at=membership.created_at,
-    )
+    return MemberOut.of(membership, member)
 
 
 async def _invitee(session: SessionDep, body: MemberInvite) -> User:
@@ -311,13 +300,7 @@ async def change_member_role(
     )
     if previous in integrations.MANAGER_ROLES and body.role not in integrations.MANAGER_ROLES:
         await leases.revoke_for_membership(session, org_id, member_id, "member role lowered", actor)
-    return MemberOut(
-        user_id=member.id,
-        username=member.username,
-        email=member.email,
-        role=membership.role,
-        joined_at=membership.created_at,
-    )
+    return MemberOut.of(membership, member)
 
 
 async def _keep_an_owner(session: SessionDep, org_id: int) -> None:

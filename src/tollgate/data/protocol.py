@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from tollgate.data.source import DataError, DataSource
+from tollgate.data.source import DataError, DataSource, QueryFailed
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +70,12 @@ class Handler:
 
     async def handle_text(self, text: str | bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """The decoded request (None when it is not one) and the response to one frame."""
-        if len(text) > MAX_FRAME_BYTES:
+        size = len(text.encode(errors="surrogatepass")) if isinstance(text, str) else len(text)
+        if size > MAX_FRAME_BYTES:
             return None, error(f"Message too large: at most {MAX_FRAME_BYTES} bytes")
         try:
             message = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             return None, error("Invalid JSON")
         if not isinstance(message, dict):
             return None, error("Invalid request: expected a JSON object")
@@ -123,13 +124,20 @@ async def perform(
     source: DataSource, action: str, model: str, params: dict[str, Any]
 ) -> dict[str, Any]:
     """Run a read action: ``data`` (and ``count``, ``limit``, ``offset`` for lists)."""
-    if action == "get":
-        if "id" not in params:
-            raise DataError("Missing required parameter: id")
-        return {"data": await source.get_record(model, params["id"])}
-    page = await source.list_records(
-        model, limit=params.get("limit"), offset=params.get("offset"), filters=params.get("filters")
-    )
+    try:
+        if action == "get":
+            if "id" not in params:
+                raise DataError("Missing required parameter: id")
+            return {"data": await source.get_record(model, params["id"])}
+        page = await source.list_records(
+            model,
+            limit=params.get("limit"),
+            offset=params.get("offset"),
+            filters=params.get("filters"),
+        )
+    except QueryFailed as failed:
+        logger.error("MCP %s query failed for model %s: %s", action, model, failed.cause)
+        raise
     return {
         "data": page.records,
         "count": len(page.records),

@@ -6,9 +6,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from tollgate.accounts.keys import KeyStore, looks_like_key
+from tollgate.accounts.keys import KeyStore
 from tollgate.core.crypto import constant_time_equal
-from tollgate.core.errors import Unauthorized
 from tollgate.core.settings import Settings
 from tollgate.data.protocol import Handler
 from tollgate.data.source import DataSource
@@ -48,11 +47,8 @@ class DataAccess:
             return None
         if self.settings.mcp_token and constant_time_equal(token, self.settings.mcp_token):
             return Agent(0, 0, connection_id)
-        if not looks_like_key(token):
-            return None
-        try:
-            identity = await self.keys.authenticate(token)
-        except Unauthorized:
+        identity = await self.keys.identify(token)
+        if identity is None:
             return None
         return Agent(identity.account_id, identity.user_id, connection_id)
 

@@ -9,7 +9,6 @@ parameters. The connection itself is read-only where the engine allows it (SQLit
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ from sqlalchemy import MetaData, Table, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
-logger = logging.getLogger(__name__)
 
 SEED_SENSITIVE_FIELDS = frozenset(
     {
@@ -51,6 +48,15 @@ MAX_OFFSET = 1_000_000
 
 class DataError(Exception):
     """A request the data source refuses; the message is what the client sees."""
+
+
+class QueryFailed(DataError):
+    """The database refused a query (a value of the wrong type, ...); ``cause`` names the
+    driver's error without its text, which may carry the values."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -181,11 +187,8 @@ class DataSource:
             async with self._engine.connect() as connection:
                 return list((await connection.execute(query)).all())
         except (DBAPIError, StatementError) as exc:
-            logger.error(
-                "data query failed: %s",
-                type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__,
-            )
-            raise DataError("Query failed: check the filter values") from exc
+            cause = type(exc.orig if isinstance(exc, DBAPIError) else exc).__name__
+            raise QueryFailed("Query failed: check the filter values", cause) from exc
 
     async def close(self) -> None:
         """Release the connections."""

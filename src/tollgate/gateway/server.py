@@ -35,8 +35,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate import __version__
-from tollgate.accounts.keys import KeyStore, looks_like_key
-from tollgate.core.errors import Unauthorized
+from tollgate.accounts.keys import KeyStore
 from tollgate.gateway.hub import Caller, Gateway
 
 logger = logging.getLogger(__name__)
@@ -259,11 +258,8 @@ class BearerGate:
             current_caller.reset(reset)
 
     async def _authenticate(self, token: str) -> Caller | None:
-        if not looks_like_key(token):
-            return None
-        try:
-            identity = await self.keys.authenticate(token)
-        except Unauthorized:
+        identity = await self.keys.identify(token)
+        if identity is None:
             return None
         await self.keys.touch(identity.account_id)
         return Caller(identity.account_id, identity.user_id, identity.email)

@@ -20,7 +20,6 @@ from tollgate.core.errors import Conflict
 from tollgate.identity import organizations as orgs
 from tollgate.identity import service
 from tollgate.identity.deps import AdminReader, CurrentUser, OrgAdmin, Superuser
-from tollgate.identity.models import Membership, User
 from tollgate.identity.schemas import (
     MemberAdd,
     MemberOut,
@@ -148,7 +147,7 @@ async def delete_organization(org_id: PathId, _: OrgAdmin, session: SessionDep) 
 async def list_members(org_id: PathId, _: OrgAdmin, session: SessionDep) -> list[MemberOut]:
     """An organization's members. Needs ``admin.organizations.manage``."""
     org = await orgs.get_organization(session, org_id)
-    return [_member_out(m, u) for m, u in await orgs.list_members(session, org)]
+    return [MemberOut.of(m, u) for m, u in await orgs.list_members(session, org)]
 
 
 @orgs_router.post("/{org_id}/members", response_model=MemberOut, status_code=201)
@@ -158,7 +157,7 @@ async def add_member(
     """Add a member, or change a member's role. Needs ``admin.organizations.manage``."""
     org = await orgs.get_organization(session, org_id)
     membership, user = await orgs.add_member(session, org, body.user_id, body.role)
-    return _member_out(membership, user)
+    return MemberOut.of(membership, user)
 
 
 @orgs_router.delete("/{org_id}/members/{user_id}", status_code=204)
@@ -168,13 +167,3 @@ async def remove_member(
     """Remove a member. Needs ``admin.organizations.manage``."""
     await orgs.remove_member(session, await orgs.get_organization(session, org_id), user_id)
     return Response(status_code=204)
-
-
-def _member_out(membership: Membership, user: User) -> MemberOut:
-    return MemberOut(
-        user_id=user.id,
-        username=user.username,
-        email=user.email,
-        role=membership.role,
-        joined_at=membership.created_at,
-    )

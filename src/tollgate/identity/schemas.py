@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from tollgate.core.database import MAX_ID
+from tollgate.identity.models import Membership, User
 
 Username = Annotated[
     str,
@@ -113,3 +114,14 @@ class MemberOut(BaseModel):
     email: str
     role: str
     joined_at: datetime
+
+    @classmethod
+    def of(cls, membership: Membership, user: User) -> MemberOut:
+        """A membership and its user as one member."""
+        return cls(
+            user_id=user.id,
+            username=user.username,
+            email=user.email,
+            role=membership.role,
+            joined_at=membership.created_at,
+        )
