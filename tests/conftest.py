@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
@@ -23,6 +24,7 @@ from tollgate.core.crypto import generate_key_spec
 from tollgate.core.database import transaction
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings, normalise_database_url
+from tollgate.identity import passwords
 from tollgate.identity import service as users
 from tollgate.identity.models import Role, User
 from tollgate.migrate import upgrade_to_head
@@ -64,6 +66,14 @@ async def _run_sql(url: str, *statements: str, autocommit: bool = False) -> None
                 await connection.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Still argon2id, with small costs: the suite hashes many passwords."""
+    monkeypatch.setattr(
+        passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -113,7 +113,9 @@ class Recorder:
                 await session.execute(insert(ErrorLog), errors)
             await _count_sessions(session, batch)
         for row in events:
-            await self._cache.publish(LIVE_CHANNEL, live_message("event", row))
+            record = {k: v for k, v in row.items() if k != "event_metadata"}
+            record["metadata"] = row["event_metadata"]  # the field's name in the API
+            await self._cache.publish(LIVE_CHANNEL, live_message("event", record))
 
 
 def _usage_row(event: CallEvent, at: datetime) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def _error_row(event: CallEvent, at: datetime) -> dict[str, Any]:
 
 
 async def _count_sessions(session: AsyncSession, batch: list[tuple[CallEvent, datetime]]) -> None:
-    totals: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0.0, None, None])
+    totals: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0.0, None, None, None])
     for event, at in batch:
         if not event.session_id:
             continue
@@ -169,6 +171,7 @@ async def _count_sessions(session: AsyncSession, batch: list[tuple[CallEvent, da
         entry[2] += event.latency_ms
         entry[3] = at
         entry[4] = event.account_id or None
+        entry[5] = entry[5] or at
     if not totals:
         return
     known = set(
@@ -180,7 +183,7 @@ async def _count_sessions(session: AsyncSession, batch: list[tuple[CallEvent, da
             )
         ).scalars()
     )
-    for session_id, (requests, errors, processing, last, account) in totals.items():
+    for session_id, (requests, errors, processing, last, account, first) in totals.items():
         if session_id in known:
             await session.execute(
                 update(AnalyticsSession)
@@ -197,7 +200,7 @@ async def _count_sessions(session: AsyncSession, batch: list[tuple[CallEvent, da
                 AnalyticsSession(
                     session_id=session_id,
                     account_id=account,
-                    started_at=last,
+                    started_at=first,
                     last_activity_at=last,
                     total_requests=requests,
                     total_errors=errors,

@@ -213,7 +213,11 @@ async def _top_tools(session: AsyncSession, since: datetime) -> list[dict[str, A
         .limit(TOP_TOOLS)
     )
     return [
-        {"tool": tool, "calls": calls, "avg_latency_ms": round(float(avg), 3) if avg else None}
+        {
+            "tool": tool,
+            "calls": calls,
+            "avg_latency_ms": round(float(avg), 3) if avg is not None else None,
+        }
         for tool, calls, avg in rows.all()
     ]
 

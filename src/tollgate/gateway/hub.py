@@ -211,12 +211,14 @@ class Gateway:
         await self._notify("tools")
 
     async def _on_state(self, name: str, up: bool, error: str | None, era: str | None) -> None:
-        if (reported := self._reported.get(name)) is not None:
-            reported.set()
         was_visible = self.catalogue.is_visible(name)
         self.catalogue.set_available(name, up)
-        async with transaction(self.runtime.sessions) as session:
-            await service.save_state(session, name, up, error, era)
+        try:
+            async with transaction(self.runtime.sessions) as session:
+                await service.save_state(session, name, up, error, era)
+        finally:  # whoever waits for the first contact reads the state saved
+            if (reported := self._reported.get(name)) is not None:
+                reported.set()
         if was_visible != self.catalogue.is_visible(name):
             await self._notify("tools")
 

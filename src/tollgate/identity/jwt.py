@@ -68,7 +68,8 @@ def decode_access_token(token: str, *, secret: str, issuer: str, audience: str) 
         raise Unauthorized("Invalid token", code="invalid_token") from exc
     if "iss" in payload and payload["iss"] != issuer:
         raise Unauthorized("Invalid token", code="invalid_token")
-    if "aud" in payload and audience not in _as_list(payload["aud"]):
+    ours = payload.get("iss") == issuer
+    if (ours or "aud" in payload) and audience not in _as_list(payload.get("aud", [])):
         raise Unauthorized("Invalid token", code="invalid_token")
     email = payload.get("email") or payload.get("sub")
     if not isinstance(email, str) or "@" not in email:

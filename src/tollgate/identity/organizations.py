@@ -59,7 +59,9 @@ async def list_organizations(
 
 
 async def delete_organization(session: AsyncSession, org: Organization) -> None:
-    """Remove an organization and its memberships."""
+    """Remove an organization and its memberships (each member leaves it, hooks and all)."""
+    for membership, _ in await list_members(session, org):
+        await remove_member(session, org, membership.user_id)
     await session.delete(org)
     await session.flush()
 

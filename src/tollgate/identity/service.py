@@ -61,7 +61,7 @@ async def create_user(
     user = User(
         username=username.strip(),
         email=normalise_email(email),
-        password_hash=hash_password(password) if password else None,
+        password_hash=await hash_password(password) if password else None,
         role=Role.ADMIN if is_superuser else role,
         is_superuser=is_superuser,
         display_name=display_name,
@@ -119,9 +119,11 @@ async def update_user(
     if display_name is not None:
         user.display_name = display_name
     if password is not None:
-        user.password_hash = hash_password(password)
+        user.password_hash = await hash_password(password)
     if role is not None:
         user.role = role
+        if role != Role.ADMIN:
+            user.is_superuser = False
     if is_active is not None:
         user.is_active = is_active
     if is_superuser is not None:
@@ -183,7 +185,7 @@ async def authenticate(
     """The active user whose credentials these are, or Unauthorized."""
     await throttle.attempt(login, address)
     user = await find_user_by_login(session, login)
-    password_ok = verify_password(password, user.password_hash if user else None)
+    password_ok = await verify_password(password, user.password_hash if user else None)
     if user is None or not password_ok or not user.is_active:
         raise Unauthorized("Incorrect username or password", code="invalid_credentials")
     await throttle.succeeded(login, address)
@@ -209,7 +211,7 @@ async def user_for_claims(session: AsyncSession, claims: TokenClaims) -> User:
     """The user a JWT names, created on first use when another backend issued the token.
 
     Such users always start with the plain user role: a role claim from elsewhere is not
-    trusted to grant admin rights here.
+    trusted to grant admin rights here, and a token from elsewhere never acts as an admin.
     """
     user = await find_user_by_email(session, claims.email)
     if user is None:
@@ -218,6 +220,8 @@ async def user_for_claims(session: AsyncSession, claims: TokenClaims) -> User:
         user = await _create_external_user(session, claims)
     if not user.is_active:
         raise Unauthorized("User is inactive", code="user_inactive")
+    if not claims.issued_by_us and (user.role == Role.ADMIN or user.is_superuser):
+        raise Unauthorized("Invalid token", code="invalid_token")
     return user
 
 

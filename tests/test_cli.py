@@ -1,0 +1,249 @@
+"""The ``tollgate`` console script, run as a real subprocess against the test's database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from tests.conftest import JWT_SECRET, bearer, make_user
+from tollgate import __version__
+from tollgate.core.runtime import Runtime
+from tollgate.identity.models import User
+
+TOLLGATE = Path(sys.executable).with_name("tollgate")
+"""The console script installed beside this interpreter (the venv's ``bin``)."""
+
+CLI_TIMEOUT = 60.0
+"""Upper bound for one command; each takes about a second and a half."""
+
+ADMIN_PASSWORD = "cli-admin-passphrase-1"
+
+SETTINGS_NAMES = {
+    "DATABASE_URL",
+    "REDIS_URL",
+    "JWT_SECRET_KEY",
+    "SECRET_KEY",
+    "ACCESS_TOKEN_EXPIRE_MINUTES",
+    "LOG_LEVEL",
+    "DEBUG",
+    "STRIPE_WEBHOOK_SECRET",
+}
+"""Settings read from the environment under their plain names (``TOLLGATE_*`` go too)."""
+
+SECRETS_WANTED = {"jwt_secret_key", "secret_key", "encryption_keys"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one command did."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def output(self) -> str:
+        return self.out + self.err
+
+
+def cli_env(data_dir: Path, database_url: str, *, with_secrets: bool = True) -> dict[str, str]:
+    """This process's environment without any Tollgate setting, plus the test's own."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.upper().startswith("TOLLGATE_") and name.upper() not in SETTINGS_NAMES
+    }
+    env["TOLLGATE_DATA_DIR"] = str(data_dir)
+    env["DATABASE_URL"] = database_url
+    if with_secrets:
+        env["JWT_SECRET_KEY"] = JWT_SECRET
+    return env
+
+
+async def tollgate(*args: str, env: dict[str, str], cwd: Path, stdin: str = "") -> Run:
+    """Run ``tollgate *args`` (standard input is a pipe, never a terminal)."""
+    process = await asyncio.create_subprocess_exec(
+        str(TOLLGATE),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(stdin.encode()), CLI_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Run(process.returncode, out.decode(), err.decode())
+
+
+async def user_count(runtime: Runtime) -> int:
+    async with runtime.sessions() as session:
+        return (await session.execute(select(func.count()).select_from(User))).scalar_one()
+
+
+def admins_listed(run: Run) -> list[list[str]]:
+    assert run.code == 0, run.output
+    return [line.split("\t") for line in run.out.splitlines() if line]
+
+
+async def test_create_admin_then_list_sign_in_and_delete(
+    client: httpx.AsyncClient, database_url: str, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path / "cli", database_url)
+    created = await tollgate(
+        "create-admin",
+        "--username",
+        "ops",
+        "--email",
+        "Ops@Example.com",
+        "--superuser",
+        env=env,
+        cwd=tmp_path,
+        stdin=ADMIN_PASSWORD + "\n",
+    )
+    assert created.code == 0, created.output
+    assert created.out.startswith("created superuser ops (id ")
+    assert ADMIN_PASSWORD not in created.output
+
+    listed = await tollgate("list-admins", env=env, cwd=tmp_path)
+    rows = admins_listed(listed)
+    assert len(rows) == 1
+    assert rows[0][1:] == ["ops", "ops@example.com", "(superuser)"]
+    assert ADMIN_PASSWORD not in listed.output
+
+    signed_in = await client.post(
+        "/api/v1/auth/login", data={"username": "ops", "password": ADMIN_PASSWORD}
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    headers = bearer(signed_in.json()["access_token"])
+    me = (await client.get("/api/v1/admin/users/me", headers=headers)).json()
+    assert (me["id"], me["role"], me["is_superuser"]) == (int(rows[0][0]), "admin", True)
+
+    deleted = await tollgate("delete-admin", "--username", "ops", "--yes", env=env, cwd=tmp_path)
+    assert deleted.code == 0, deleted.output
+    assert "deleted admin ops" in deleted.out
+    refused = await client.post(
+        "/api/v1/auth/login", data={"username": "ops", "password": ADMIN_PASSWORD}
+    )
+    assert refused.status_code == 401
+    again = await tollgate("delete-admin", "--username", "ops", "--yes", env=env, cwd=tmp_path)
+    assert again.code != 0
+    assert "error: no admin called ops" in again.err
+
+
+async def test_create_admin_refuses_a_duplicate_with_a_clear_message(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path / "cli", database_url)
+    args = ("create-admin", "--username", "ops", "--email", "ops@example.com")
+    first = await tollgate(*args, env=env, cwd=tmp_path, stdin=ADMIN_PASSWORD + "\n")
+    assert first.code == 0, first.output
+    assert first.out.startswith("created admin ops (id ")
+    other_password = "another-passphrase-2"
+    again = await tollgate(
+        "create-admin",
+        "--username",
+        "ops2",
+        "--email",
+        "OPS@example.com",
+        env=env,
+        cwd=tmp_path,
+        stdin=other_password + "\n",
+    )
+    assert again.code != 0
+    assert "error: Username or email already registered" in again.err
+    assert "Traceback" not in again.output
+    assert other_password not in again.output
+    rows = admins_listed(await tollgate("list-admins", env=env, cwd=tmp_path))
+    assert [row[1:] for row in rows] == [["ops", "ops@example.com"]]
+
+
+async def test_create_admin_refuses_a_short_password(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path / "cli", database_url)
+    short = "seven77"
+    run = await tollgate(
+        "create-admin",
+        "--username",
+        "ops",
+        "--email",
+        "ops@example.com",
+        env=env,
+        cwd=tmp_path,
+        stdin=short + "\n",
+    )
+    assert run.code != 0
+    assert "error: the password needs at least 8 characters" in run.err
+    assert short not in run.output
+    assert await user_count(runtime) == 0
+
+
+async def test_delete_admin_leaves_plain_users_alone(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    await make_user(runtime, username="plain", password="")
+    env = cli_env(tmp_path / "cli", database_url)
+    run = await tollgate("delete-admin", "--username", "plain", "--yes", env=env, cwd=tmp_path)
+    assert run.code != 0
+    assert "error: no admin called plain" in run.err
+    assert await user_count(runtime) == 1
+
+
+async def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "cli", "")
+    run = await tollgate("version", env=env, cwd=tmp_path)
+    assert run.code == 0, run.output
+    assert run.out.strip() == __version__
+
+
+async def test_first_start_generates_secrets_once_and_init_db_can_run_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "cli"
+    env = cli_env(data_dir, database_url, with_secrets=False)
+    secrets_file = data_dir / "secrets.json"
+
+    first = await tollgate("init-db", env=env, cwd=tmp_path)
+    assert first.code == 0, first.output
+    assert "database is up to date" in first.out
+    assert first.err.count("generated secrets") == 1
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    generated = json.loads(secrets_file.read_text())
+    assert set(generated) == SECRETS_WANTED
+    assert all(len(value) >= 32 for value in generated.values())
+    for value in generated.values():
+        assert value not in first.output
+
+    second = await tollgate("init-db", env=env, cwd=tmp_path)
+    assert second.code == 0, second.output
+    assert "database is up to date" in second.out
+    assert "generated secrets" not in second.output
+    assert json.loads(secrets_file.read_text()) == generated
+
+
+async def test_given_secrets_are_not_generated_or_written(
+    database_url: str, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "cli"
+    env = cli_env(data_dir, database_url) | {"SECRET_KEY": "given-secret-key-of-some-length"}
+    run = await tollgate("init-db", env=env, cwd=tmp_path)
+    assert run.code == 0, run.output
+    stored = json.loads((data_dir / "secrets.json").read_text())
+    assert set(stored) == {"encryption_keys"}
+    assert "generated secrets encryption_keys" in run.err
+    assert JWT_SECRET not in run.output
+    assert "given-secret-key-of-some-length" not in run.output
