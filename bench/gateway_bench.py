@@ -165,7 +165,8 @@ async def fund(settings: Settings, account_id: int) -> None:
 
 
 def line(label: str, figures: dict[str, float]) -> str:
-    return f"  {label:<9} p50 {figures['p50']:7.2f} ms   p99 {figures['p99']:7.2f} ms   {figures['rate']:8.1f} calls/s"
+    p50, p99, rate = figures["p50"], figures["p99"], figures["rate"]
+    return f"  {label:<9} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   {rate:8.1f} calls/s"
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -257,8 +258,8 @@ async def bench_listing(
                 await client.list_tools(cache_mode="bypass")
                 timings.append((time.perf_counter() - started) * 1000)
         print(
-            f"tools/list with {count} tools over 10 upstreams: p50 {statistics.median(timings):.2f} ms, "
-            f"max {max(timings):.2f} ms (20 runs)"
+            f"tools/list with {count} tools over 10 upstreams: "
+            f"p50 {statistics.median(timings):.2f} ms, max {max(timings):.2f} ms (20 runs)"
         )
 
 
