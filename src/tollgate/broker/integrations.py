@@ -74,8 +74,6 @@ async def create(
     """Create an integration owned by a user or by an organization."""
     service = await catalogue.get_service(session, data.service)
     credentials = catalogue.validate_credentials(service, data.credentials)
-    import logging
-    logging.getLogger("x").debug("creating with %s", credentials)
     owner_key = f"user:{owner_user.id}" if owner_user else f"org:{owner_org.id if owner_org else 0}"
     integration = Integration(
         owner_key=owner_key,
