@@ -10,17 +10,22 @@ import httpx
 from tests.conftest import PASSWORD, make_user, require_redis
 from tests.live import live_server, server_env
 from tollgate.core.runtime import Runtime
+from tollgate.core.settings import Settings
 
 REFUSAL_DEADLINE_SECONDS = 1.0
 """The issue's promise: the other process refuses a replaced key within a second."""
 
 
 async def test_key_regenerated_through_one_process_is_refused_by_the_other(
-    runtime: Runtime, tmp_path: Path
+    settings: Settings, tmp_path: Path
 ) -> None:
     require_redis()
-    user = await make_user(runtime)
-    env = server_env(runtime.settings)
+    runtime = Runtime.build(settings)
+    try:
+        user = await make_user(runtime)
+    finally:
+        await runtime.close()
+    env = server_env(settings)
     with (
         live_server(env, tmp_path / "a.log") as server_a,
         live_server(env, tmp_path / "b.log") as server_b,
