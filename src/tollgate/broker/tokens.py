@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,8 @@ from tollgate.core.crypto import hash_token, new_token
 from tollgate.core.database import after_commit, utcnow
 from tollgate.core.errors import BadRequest, NotFound, Unauthorized
 from tollgate.identity.models import User
+
+logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "mcp_"
 TOKEN_RANDOM_CHARS = 40
@@ -159,9 +162,13 @@ def track_use(session: AsyncSession, cache: Cache, token: AccessToken) -> None:
     async def _write() -> None:
         if not await cache.add(f"token-used:{token.id}", "1", USAGE_WRITE_INTERVAL_SECONDS):
             return
-        await session.execute(
-            update(AccessToken).where(AccessToken.id == token.id).values(last_used_at=utcnow())
-        )
-        await session.commit()
+        try:
+            await session.execute(
+                update(AccessToken).where(AccessToken.id == token.id).values(last_used_at=utcnow())
+            )
+            await session.commit()
+        except Exception:
+            logger.exception("could not record the use of token %s", token.token_prefix)
+            await session.rollback()
 
     after_commit(session, _write)
