@@ -30,6 +30,10 @@ BATCH_WINDOW_SECONDS = 0.05
 
 LATENCY_METRIC = "tool_call_latency_ms"
 
+TOOL_NAME_LENGTH = 200
+"""What the ``tool_name`` columns hold: a longer name (a data request names its model freely)
+is cut to fit, or the whole batch would fail where the database enforces lengths."""
+
 
 class CallEvent(Protocol):
     """What the gateway reports about a call (``tollgate.gateway.events.ToolCallEvent``)."""
@@ -123,7 +127,7 @@ def _usage_row(event: CallEvent, at: datetime) -> dict[str, Any]:
         "timestamp": at,
         "session_id": event.session_id,
         "event_type": "tool_call" if event.protocol_version != "ws" else "data_request",
-        "tool_name": event.tool,
+        "tool_name": event.tool[:TOOL_NAME_LENGTH],
         "service": event.upstream,
         "response_time_ms": round(event.latency_ms, 3),
         "success": event.success,
@@ -153,7 +157,7 @@ def _error_row(event: CallEvent, at: datetime) -> dict[str, Any]:
         "error_type": event.error_code or "backend_error",
         "error_message": f"{event.tool} failed upstream ({event.error_code})",
         "session_id": event.session_id,
-        "tool_name": event.tool,
+        "tool_name": event.tool[:TOOL_NAME_LENGTH],
         "service": event.upstream,
         "resolved": False,
         "error_metadata": {"request_id": event.request_id},

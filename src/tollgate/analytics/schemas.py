@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 Short = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00]*$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00]*$")]
+"""Types and service names: their columns hold 64 characters."""
 Text = Annotated[str, StringConstraints(max_length=20000, pattern=r"^[^\x00]*$")]
 ToolName = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")]
 Metadata = Annotated[dict[str, Any], Field(max_length=100)]
@@ -24,11 +26,11 @@ class EventIn(BaseModel):
 
     timestamp: AwareDatetime | None = None
     session_id: Short | None = None
-    event_type: Short = "tool_call"
+    event_type: Name = "tool_call"
     tool_name: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] | None = (
         None
     )
-    service: Short | None = None
+    service: Name | None = None
     response_time_ms: float | None = Field(default=None, ge=0, le=86_400_000)
     success: bool = True
     error_message: Text | None = None
@@ -60,7 +62,7 @@ class ErrorIn(BaseModel):
     tool_name: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] | None = (
         None
     )
-    service: Short | None = None
+    service: Name | None = None
     metadata: Metadata = Field(default_factory=dict)
 
 
@@ -70,9 +72,9 @@ class CostIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timestamp: AwareDatetime | None = None
-    service_name: Short
-    operation_type: Short | None = None
-    tokens_used: int | None = Field(default=None, ge=0, le=10**12)
+    service_name: Name
+    operation_type: Name | None = None
+    tokens_used: int | None = Field(default=None, ge=0, le=2**31 - 1)
     cost_usd: Decimal = Field(ge=0, le=10**8, max_digits=14, decimal_places=6)
     session_id: Short | None = None
     metadata: Metadata = Field(default_factory=dict)

@@ -156,11 +156,12 @@ class UpstreamConnection:
         async with AsyncExitStack() as stack:
             client = await stack.enter_async_context(self._client(stack))
             self.client, self.era = client, client.protocol_version
-            await self.refresh()
-            logger.info("upstream %s connected (protocol %s)", self.spec.name, self.era)
             async with anyio.create_task_group() as group:
                 if self.era in MODERN_PROTOCOL_VERSIONS and _announces_changes(client):
-                    group.start_soon(self._listen_modern, client)
+                    # Listening before reading the catalogue: no change falls in between.
+                    await group.start(self._listen_modern, client)
+                await self.refresh()
+                logger.info("upstream %s connected (protocol %s)", self.spec.name, self.era)
                 group.start_soon(self._refresh_periodically)
                 self._waiters.ready.set()
                 await self._wait_stop_or_broken()
@@ -218,10 +219,13 @@ class UpstreamConnection:
         ):
             await self._refresh_quietly()
 
-    async def _listen_modern(self, client: Client) -> None:
+    async def _listen_modern(
+        self, client: Client, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         async with client.listen(
             tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
         ) as events:
+            task_status.started()  # the upstream acknowledged the subscription
             async for event in events:
                 if isinstance(event, ToolsListChanged | PromptsListChanged | ResourcesListChanged):
                     await self._refresh_quietly()

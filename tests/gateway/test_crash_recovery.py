@@ -1,0 +1,234 @@
+"""Killing the server in the middle of tool calls and starting it again leaves no charge
+without a record, no record without its ledger row, and nothing pending: the calls the dead
+process left behind are settled at the next start as refunded backend errors."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import mcp_types as types
+from sqlalchemy import func, select
+
+from tests.gateway.conftest import (
+    Gateway,
+    Upstream,
+    balance,
+    calls_of,
+    eventually,
+    mcp_client_at,
+    quick_member,
+    register_upstream,
+    text_of,
+    tool_names,
+    wait_settled,
+)
+from tests.live import START_TIMEOUT_SECONDS, TOLLGATE, free_port, server_env
+from tollgate.accounts.models import CallStatus, CreditTransaction, ToolCall
+from tollgate.core.runtime import Runtime
+from tollgate.core.settings import Settings
+from tollgate.identity.models import Role
+
+CALLS_PER_ERA = 10
+SLOW_SECONDS = 3
+"""Long enough that every call is still running upstream when the server is killed."""
+
+Process = subprocess.Popen[bytes]
+
+IN_FLIGHT_SECONDS = 20.0
+"""Every call is reserved (charged, recorded pending) well within this."""
+
+
+@contextmanager
+def server_process(settings: Settings, log_path: Path) -> Iterator[tuple[str, Process]]:
+    """``tollgate serve`` on ``settings``' stores; yields its URL and the process (to kill)."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [TOLLGATE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(url, process, log_path)
+            yield url, process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            process.wait(timeout=10)
+
+
+def _wait_healthy(url: str, process: Process, log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    with httpx.Client(timeout=1) as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+            try:
+                if http.get(f"{url}/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    raise RuntimeError(f"server not healthy in time:\n{log_path.read_text()}")
+
+
+@asynccontextmanager
+async def started(settings: Settings, log_path: Path) -> AsyncIterator[tuple[str, Process]]:
+    """:func:`server_process` from async code."""
+    manager = server_process(settings, log_path)
+    served = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield served
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)
+
+
+async def slow_calls(url: str, key: str, mode: str, outcomes: list[Any]) -> None:
+    """``CALLS_PER_ERA`` concurrent slow calls on one client, until the server dies."""
+
+    async def one(client: Any) -> None:
+        try:
+            outcomes.append(await client.call_tool("echo__slow", {"seconds": SLOW_SECONDS}))
+        except Exception as exc:
+            outcomes.append(exc)
+
+    try:
+        async with (
+            mcp_client_at(f"{url}/mcp", key, mode) as client,
+            anyio.create_task_group() as group,
+        ):
+            for _ in range(CALLS_PER_ERA):
+                group.start_soon(one, client)
+    except Exception as exc:  # the client itself breaks when its server dies
+        outcomes.append(exc)
+
+
+async def ledger_and_records(runtime: Runtime, account_id: int) -> dict[str, Any]:
+    """What the books say for one account."""
+    async with runtime.sessions() as session:
+        charge_keys = set(
+            (
+                await session.execute(
+                    select(CreditTransaction.idempotency_key).where(
+                        CreditTransaction.account_id == account_id,
+                        CreditTransaction.transaction_type == "tool_call",
+                    )
+                )
+            ).scalars()
+        )
+        refund_keys = set(
+            (
+                await session.execute(
+                    select(CreditTransaction.idempotency_key).where(
+                        CreditTransaction.account_id == account_id,
+                        CreditTransaction.transaction_type == "refund",
+                    )
+                )
+            ).scalars()
+        )
+        total = (
+            await session.execute(
+                select(func.coalesce(func.sum(CreditTransaction.amount), 0)).where(
+                    CreditTransaction.account_id == account_id
+                )
+            )
+        ).scalar_one()
+    return {"charges": charge_keys, "refunds": refund_keys, "sum": int(total)}
+
+
+async def assert_books_agree(runtime: Runtime, account_id: int) -> list[ToolCall]:
+    """No charge without a record, no record without its charge, and the ledger sums to the
+    balance. Returns the records."""
+    records = await calls_of(runtime, account_id)
+    books = await ledger_and_records(runtime, account_id)
+    assert books["charges"] == {f"tool_call:{r.request_id}" for r in records}
+    assert books["refunds"] == {
+        f"refund:{r.request_id}" for r in records if r.is_backend_error and not r.credits_charged
+    }
+    assert books["sum"] == await balance(runtime, account_id)
+    return records
+
+
+async def test_killed_server_leaves_no_charge_without_record_and_settles_at_restart(
+    settings: Settings, upstream: Upstream, tmp_path: Path
+) -> None:
+    runtime = Runtime.build(settings)
+    try:
+        async with started(settings, tmp_path / "first.log") as (url, process):
+            gateway = Gateway(url, runtime, None)
+            admin = await quick_member(gateway, role=Role.ADMIN)
+            await register_upstream(gateway, admin, name="echo", url=upstream.url, price=1)
+            member = await quick_member(gateway, credits=100)
+            async with mcp_client_at(f"{url}/mcp", member.key) as client:
+                for text in ("a", "b", "c"):
+                    assert text_of(await client.call_tool("echo__echo", {"text": text})) == text
+            await wait_settled(runtime, member.account_id)
+
+            outcomes: list[Any] = []
+            async with anyio.create_task_group() as group:
+                for mode in ("legacy", "2026-07-28"):
+                    group.start_soon(slow_calls, url, member.key, mode, outcomes)
+
+                async def all_in_flight() -> bool:
+                    pending = [
+                        r
+                        for r in await calls_of(runtime, member.account_id)
+                        if r.status == CallStatus.PENDING
+                    ]
+                    return len(pending) == 2 * CALLS_PER_ERA
+
+                await eventually(all_in_flight, "every slow call is charged", IN_FLIGHT_SECONDS)
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=10)
+
+        assert outcomes
+        assert not [o for o in outcomes if isinstance(o, types.CallToolResult)]
+        before = await assert_books_agree(runtime, member.account_id)
+        pending = [r for r in before if r.status == CallStatus.PENDING]
+        assert len(pending) == 2 * CALLS_PER_ERA
+        assert await balance(runtime, member.account_id) == 100 - 3 - 2 * CALLS_PER_ERA
+        # The dead process's heartbeat would lapse within a TTL; let it lapse now.
+        for instance_id in {r.instance_id for r in pending}:
+            await runtime.cache.delete(f"instance:{instance_id}")
+
+        async with started(settings, tmp_path / "second.log") as (url, _):
+            after = await assert_books_agree(runtime, member.account_id)
+            async with mcp_client_at(f"{url}/mcp", member.key, "2026-07-28") as client:
+
+                async def reconnected() -> bool:  # the new process connects to its upstreams
+                    return "echo__echo" in await tool_names(client)
+
+                await eventually(reconnected, "the restarted server offers the tools again")
+                result = await client.call_tool("echo__echo", {"text": "again"})
+            final = await wait_settled(runtime, member.account_id)
+
+        assert text_of(result) == "again"
+        assert [r for r in after if r.status == CallStatus.PENDING] == []
+        abandoned = {r.request_id: r for r in after if r.error_code == "abandoned"}
+        assert set(abandoned) == {r.request_id for r in pending}
+        for record in abandoned.values():
+            assert (record.success, record.is_backend_error, record.credits_charged) == (
+                False,
+                True,
+                0,
+            )
+        assert len(final) == 3 + 2 * CALLS_PER_ERA + 1
+        await assert_books_agree(runtime, member.account_id)
+        assert await balance(runtime, member.account_id) == 100 - 3 - 1
+    finally:
+        await runtime.close()

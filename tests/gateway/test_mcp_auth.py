@@ -1,0 +1,266 @@
+"""Who may use /mcp: only an active account key, refused with an OAuth-style 401 otherwise;
+and what goes upstream: never the caller's key, and Tollgate's own server info comes back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from mcp_types import SERVER_INFO_META_KEY
+from sqlalchemy import update
+
+from tests.conftest import require_redis
+from tests.gateway.conftest import (
+    ERAS,
+    Gateway,
+    StoppableUpstream,
+    Upstream,
+    balance,
+    calls_of,
+    connect,
+    http_to,
+    quick_member,
+    register_upstream,
+    text_of,
+    wait_settled,
+)
+from tollgate import __version__
+from tollgate.accounts import service as accounts
+from tollgate.accounts.deps import key_store
+from tollgate.accounts.models import McpAccount
+from tollgate.core.database import transaction
+from tollgate.identity.models import Role
+
+METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
+MODERN = "2026-07-28"
+
+
+def first_request(mode: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Headers and body of the first request a client of ``mode`` sends to /mcp."""
+    headers = {"Accept": "application/json, text/event-stream"}
+    if mode == MODERN:
+        headers |= {"MCP-Protocol-Version": MODERN, "Mcp-Method": "server/discover"}
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        return headers, {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "server/discover",
+            "params": {"_meta": meta},
+        }
+    return headers, {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+
+
+async def post_first_request(
+    gateway: Gateway, mode: str, authorization: str | None
+) -> httpx.Response:
+    headers, body = first_request(mode)
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    async with http_to(gateway) as http:
+        return await http.post("/mcp", json=body, headers=headers)
+
+
+def assert_bearer_challenge(response: httpx.Response, gateway: Gateway, error: str) -> None:
+    assert response.status_code == 401, response.text
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert f'error="{error}"' in challenge
+    assert f'resource_metadata="{gateway.url}{METADATA_PATH}"' in challenge
+    assert response.json()["error"] == error
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_mcp_without_an_active_key_is_refused_with_a_bearer_challenge(
+    gateway: Gateway, mode: str
+) -> None:
+    member = await quick_member(gateway)
+
+    missing = await post_first_request(gateway, mode, None)
+    refused = {
+        label: await post_first_request(gateway, mode, authorization)
+        for label, authorization in {
+            "unknown key": "Bearer mcp_" + "x" * 32,
+            "key with a typo": f"Bearer {member.key[:-1]}{'a' if member.key[-1] != 'a' else 'b'}",
+            "user's JWT": f"Bearer {member.jwt}",
+            "not a bearer": f"Basic {member.key}",
+        }.items()
+    }
+    admitted = await post_first_request(gateway, mode, f"Bearer {member.key}")
+
+    assert_bearer_challenge(missing, gateway, "invalid_request")
+    for label, response in refused.items():
+        error = "invalid_request" if label == "not a bearer" else "invalid_token"
+        assert response.status_code == 401, label
+        assert_bearer_challenge(response, gateway, error)
+    assert admitted.status_code == 200, admitted.text
+
+
+async def test_every_method_on_mcp_needs_the_key(gateway: Gateway) -> None:
+    async with http_to(gateway) as http:
+        responses = [
+            await http.get("/mcp", headers={"Accept": "text/event-stream"}),
+            await http.delete("/mcp", headers={"Mcp-Session-Id": "abc"}),
+            await http.post("/mcp/", json={}),
+        ]
+    for response in responses:
+        assert_bearer_challenge(response, gateway, "invalid_request")
+
+
+async def test_protected_resource_metadata_names_the_mcp_resource(gateway: Gateway) -> None:
+    challenge = (await post_first_request(gateway, "legacy", None)).headers["WWW-Authenticate"]
+    url = challenge.split('resource_metadata="')[1].split('"')[0]
+
+    async with http_to(gateway) as http:
+        response = await http.get(url)
+
+    assert response.status_code == 200
+    document = response.json()
+    assert document["resource"] == f"{gateway.url}/mcp"
+    assert document["authorization_servers"] == [gateway.url]
+    assert document["bearer_methods_supported"] == ["header"]
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_regenerated_key_is_refused_and_the_new_one_admitted(
+    gateway: Gateway, mode: str
+) -> None:
+    member = await quick_member(gateway)
+    async with connect(gateway, member.key, mode) as client:
+        await client.list_tools()
+    async with http_to(gateway) as http:
+        regenerated = await http.post("/api/mcp/regenerate-key", headers=member.jwt_headers)
+    assert regenerated.status_code == 200, regenerated.text
+    new_key = regenerated.json()["mcp_api_key"]
+
+    old = await post_first_request(gateway, mode, f"Bearer {member.key}")
+    async with connect(gateway, new_key, mode) as client:
+        tools = await client.list_tools()
+
+    assert_bearer_challenge(old, gateway, "invalid_token")
+    assert tools.tools == []
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_disabled_accounts_key_is_refused(gateway: Gateway, mode: str) -> None:
+    member = await quick_member(gateway)
+    async with transaction(gateway.runtime.sessions) as session:
+        account = await accounts.get_account(session, member.account_id)
+        await accounts.set_account_active(session, account, False, key_store(gateway.runtime))
+
+    response = await post_first_request(gateway, mode, f"Bearer {member.key}")
+
+    assert_bearer_challenge(response, gateway, "invalid_token")
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_account_disabled_while_its_key_is_cached_cannot_spend(
+    upstream: Upstream, gateway: Gateway, mode: str
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url, price=1)
+    member = await quick_member(gateway, credits=5)
+
+    async with connect(gateway, member.key, mode) as client:
+        assert (await client.call_tool("echo__echo", {"text": "a"})).is_error is False
+        async with transaction(gateway.runtime.sessions) as session:
+            await session.execute(
+                update(McpAccount).where(McpAccount.id == member.account_id).values(is_active=False)
+            )
+        refused = await client.call_tool("echo__echo", {"text": "b"})
+
+    assert refused.is_error is True
+    assert refused.meta is not None
+    assert refused.meta["tollgate"]["code"] == "account_inactive"
+    assert "disabled" in text_of(refused)
+    [call] = await wait_settled(gateway.runtime, member.account_id)
+    assert call.success is True
+    assert await balance(gateway.runtime, member.account_id) == 4
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_disabling_an_account_refuses_its_cached_key_in_another_process(
+    gateway: Gateway, mode: str
+) -> None:
+    require_redis()
+    member = await quick_member(gateway)
+    async with connect(gateway, member.key, mode) as client:
+        await client.list_tools()
+    async with transaction(gateway.runtime.sessions) as session:
+        account = await accounts.get_account(session, member.account_id)
+        await accounts.set_account_active(session, account, False, key_store(gateway.runtime))
+
+    response = await post_first_request(gateway, mode, f"Bearer {member.key}")
+
+    assert_bearer_challenge(response, gateway, "invalid_token")
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_callers_key_never_reaches_an_upstream(
+    upstream: Upstream,
+    stoppable_upstream: StoppableUpstream,
+    gateway: Gateway,
+    mode: str,
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="open", url=upstream.url)
+    static = await register_upstream(
+        gateway,
+        admin,
+        name="locked",
+        url=stoppable_upstream.url,
+        auth="static",
+        headers={"Authorization": "Bearer upstream-secret", "X-Team": "blue"},
+    )
+    member = await quick_member(gateway, credits=10)
+
+    async with connect(gateway, member.key, mode) as client:
+        for name in ("open__echo", "locked__echo"):
+            assert (await client.call_tool(name, {"text": member.key})).is_error is False
+        await client.list_tools()
+
+    assert static["headers"] == {"Authorization": "********", "X-Team": "********"}
+    assert "upstream-secret" not in str(static)
+    open_seen, locked_seen = upstream.recorder.seen, stoppable_upstream.headers.seen
+    assert open_seen and locked_seen
+    assert set(open_seen) == {""}
+    assert set(locked_seen) == {"Bearer upstream-secret"}
+    assert not [r for r in stoppable_upstream.recorder.seen if "mcp_" in r.authorization]
+    assert len(await calls_of(gateway.runtime, member.account_id)) == 2
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_results_carry_tollgates_server_info_not_the_upstreams(
+    upstream: Upstream, gateway: Gateway, mode: str
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    member = await quick_member(gateway, credits=10)
+
+    async with connect(gateway, member.key, mode) as client:
+        results = [
+            await client.call_tool("echo__echo", {"text": "hi"}),
+            await client.call_tool("echo__fail", {}),
+            await client.read_resource("tollgate://echo/res%3A%2F%2Fhello"),
+            await client.get_prompt("echo__greet", {"who": "Ada"}),
+        ]
+        server_info = client.server_info
+
+    for result in results:
+        assert result.meta is not None
+        assert result.meta[SERVER_INFO_META_KEY] == {"name": "tollgate", "version": __version__}
+    if mode == "legacy":
+        assert server_info is not None
+        assert server_info.name == "tollgate"
