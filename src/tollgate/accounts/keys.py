@@ -13,6 +13,7 @@ from tollgate.core.cache import Cache
 from tollgate.core.crypto import hash_token, new_token
 from tollgate.core.database import utcnow
 from tollgate.core.errors import Unauthorized
+from tollgate.identity.models import User
 
 KEY_PREFIX = "mcp_"
 KEY_RANDOM_CHARS = 32
@@ -98,8 +99,14 @@ class KeyStore:
             return None
 
     async def _lookup(self, key_hash: str) -> KeyIdentity | None:
-        query = select(McpAccount.id, McpAccount.user_id, McpAccount.user_email).where(
-            McpAccount.mcp_key_hash == key_hash, McpAccount.is_active.is_(True)
+        query = (
+            select(McpAccount.id, McpAccount.user_id, McpAccount.user_email)
+            .join(User, User.id == McpAccount.user_id)
+            .where(
+                McpAccount.mcp_key_hash == key_hash,
+                McpAccount.is_active.is_(True),
+                User.is_active.is_(True),
+            )
         )
         async with self.sessions() as session:
             row = (await session.execute(query)).first()

@@ -35,7 +35,7 @@ from tollgate.gateway import naming, service
 from tollgate.gateway.catalogue import Catalogue, ToolEntry, UpstreamListing, UpstreamPolicy
 from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
 from tollgate.gateway.events import Observers, ToolCallEvent
-from tollgate.gateway.models import AuthMode, Upstream
+from tollgate.gateway.models import AuthMode, Upstream, UpstreamState
 from tollgate.gateway.pool import ConnectionPool
 from tollgate.identity.models import User
 
@@ -170,6 +170,10 @@ class Gateway:
         self._auth[row.name] = UpstreamAuth(row.auth_mode, row.broker_service, row.broker_header)
         if row.name not in self._listing_digest and row.catalogue:
             self.catalogue.set_listing(row.name, UpstreamListing.from_json(row.catalogue))
+            if row.state == UpstreamState.UP and row.enabled:
+                # Serve the stored catalogue while this process connects (a restart would
+                # otherwise hide the tools); calls wait briefly for the session.
+                self.catalogue.set_available(row.name, True)
         self._specs[row.name] = spec
         if not row.enabled:
             self.pool.remove(row.name)
