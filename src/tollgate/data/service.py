@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from tollgate.accounts.keys import KeyStore
 from tollgate.core.crypto import constant_time_equal
 from tollgate.core.settings import Settings
-from tollgate.data.protocol import Handler
+from tollgate.data.protocol import READ_ACTIONS, WRITE_ACTIONS, Handler
 from tollgate.data.source import DataSource
 from tollgate.gateway.events import Observers, ToolCallEvent
 
@@ -58,13 +58,16 @@ class DataAccess:
         """Hand one request to the observers (analytics), with its latency."""
         action = request.get("action") if isinstance(request, dict) else None
         model = request.get("model") if isinstance(request, dict) else None
+        # Labels come from a fixed set, never from what a client typed: bounded series.
+        action = action if action in READ_ACTIONS | WRITE_ACTIONS else "invalid"
+        model = model if model in self.settings.mcp_allowed_models else "-"
         self.observers.emit(
             ToolCallEvent(
                 request_id=str(reply.get("id") or uuid.uuid4().hex),
                 account_id=agent.account_id,
                 user_id=agent.user_id,
                 upstream=WS_UPSTREAM,
-                tool=f"{action or 'invalid'}:{model or '-'}",
+                tool=f"{action}:{model}",
                 credits=0,
                 success=reply.get("status") == "ok",
                 is_backend_error=False,
