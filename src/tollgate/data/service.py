@@ -59,8 +59,11 @@ class DataAccess:
         action = request.get("action") if isinstance(request, dict) else None
         model = request.get("model") if isinstance(request, dict) else None
         # Labels come from a fixed set, never from what a client typed: bounded series.
-        action = action if action in READ_ACTIONS | WRITE_ACTIONS else "invalid"
-        model = model if model in self.settings.mcp_allowed_models else "-"
+        known = isinstance(action, str) and action in READ_ACTIONS | WRITE_ACTIONS
+        action = action if known else "invalid"
+        model = (
+            model if isinstance(model, str) and model in self.settings.mcp_allowed_models else "-"
+        )
         self.observers.emit(
             ToolCallEvent(
                 request_id=str(reply.get("id") or uuid.uuid4().hex),
