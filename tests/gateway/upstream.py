@@ -1,7 +1,7 @@
 """A real upstream MCP server for the gateway tests, built with the SDK.
 
-Tools: echo, add, slow, fail (a tool error), mutate (adds a tool and announces it), whoami
-(returns the Authorization header it was called with); a resource and a prompt.
+Tools: echo, add, slow, fail (a tool error), mutate (adds a tool and announces it); a resource
+and a prompt. ``HeaderRecorder`` keeps the Authorization header of every request it serves.
 Run in a thread of the test process (``serve_in_thread``) or as a process:
 ``python tests/gateway/upstream.py stdio`` / ``... http`` (prints ``LISTENING <url>``).
 """
