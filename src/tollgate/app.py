@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from sqlalchemy.exc import DataError
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.types import Scope
 
 from tollgate import __version__
@@ -35,6 +37,8 @@ from tollgate.gateway import routes as gateway_routes
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
 from tollgate.identity import routes as identity_routes
+
+logger = logging.getLogger(__name__)
 
 ANALYTICS_RETENTION_INTERVAL_SECONDS = 3600.0
 """Raw analytics events past the retention are rolled up and pruned hourly."""
@@ -106,10 +110,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         debug=False,
     )
     install_error_handlers(app)
-    app.add_exception_handler(
-        DataError,
-        lambda _req, _exc: error_response(422, "invalid_value", "A value is out of range"),
-    )
+    app.add_exception_handler(DBAPIError, _database_refused_value)
     for router in (
         health.router,
         identity_routes.auth_router,
@@ -140,6 +141,19 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         ),
     )
     return app
+
+
+UNSTORABLE_TEXT = ("invalid byte sequence", "0x00", "character not in repertoire")
+"""How PostgreSQL refuses text it cannot store (a NUL character above all)."""
+
+
+async def _database_refused_value(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database cannot hold is the client's error (422), not the server's."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    if isinstance(exc, DataError) or any(marker in text for marker in UNSTORABLE_TEXT):
+        return error_response(422, "invalid_value", "A value is out of range or not storable")
+    logger.error("database error: %s", type(exc).__name__)
+    return error_response(500, "internal_error", "Internal server error")
 
 
 def _schedule_jobs(scheduler: Scheduler, runtime: Runtime) -> None:

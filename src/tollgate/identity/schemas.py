@@ -17,7 +17,9 @@ Username = Annotated[
     ),
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+DisplayName = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=200, pattern=r"^[^\x00]*$")
+]
 Slug = Annotated[
     str,
     StringConstraints(
