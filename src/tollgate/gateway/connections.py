@@ -40,6 +40,10 @@ BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 """Reconnection waits double from the initial value up to this cap."""
 
+CATALOGUE_TIMEOUT_SECONDS = 30.0
+"""The handshake and catalogue reads may take this long, whatever a tool call's timeout is
+(an upstream with a tight per-call timeout still connects on a slow day)."""
+
 REFRESH_INTERVAL_SECONDS = 60.0
 """The catalogue is re-read this often: it catches missed notifications and dead upstreams."""
 
@@ -107,7 +111,7 @@ class UpstreamConnection:
         options: dict[str, Any] = {
             "mode": "auto",
             "message_handler": self._on_message,
-            "read_timeout_seconds": self.spec.timeout,
+            "read_timeout_seconds": max(self.spec.timeout, CATALOGUE_TIMEOUT_SECONDS),
         }
         if self.spec.transport == "inproc":
             return Client(self.spec.server, **options)
