@@ -47,12 +47,14 @@ def server_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def live_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """Run ``tollgate serve`` until the block ends; yields its base URL."""
+def live_server(env: dict[str, str], log_path: Path, workers: int = 1) -> Iterator[str]:
+    """Run ``tollgate serve`` (with ``workers`` processes) until the block ends; yields its URL."""
     port = free_port()
+    command = [TOLLGATE, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command.extend(["--workers", str(workers)])
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [TOLLGATE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            command,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

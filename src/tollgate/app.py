@@ -36,6 +36,7 @@ from tollgate.data.tools import data_server
 from tollgate.gateway import routes as gateway_routes
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
+from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
 from tollgate.identity import routes as identity_routes
 
 logger = logging.getLogger(__name__)
@@ -86,11 +87,20 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
                 scheduler.every(
                     settings.upstream_sync_interval_seconds, "upstream-sync", gateway.sync
                 )
+                listener = InternalListener(app, settings) if settings.redis_url else None
+                if listener is not None:
+                    await session_router.start(await listener.start())
+                    scheduler.every(
+                        OWNER_REFRESH_SECONDS, "mcp-session-owners", session_router.refresh
+                    )
                 try:
                     yield
                 finally:
                     endpoint.listen.close()
                     await scheduler.stop()
+                    await session_router.stop()
+                    if listener is not None:
+                        await listener.stop()
         finally:
             await scheduler.stop()
             await settler.stop()
@@ -132,14 +142,18 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         analytics_routes.metrics_router,
     ):
         app.include_router(router)
-    app.mount(
-        "/",
+    mcp_app = endpoint.asgi_app(settings.allowed_hosts)
+    session_router = SessionRouter(
         BearerGate(
-            endpoint.asgi_app(settings.allowed_hosts),
+            mcp_app,
             key_store(runtime),
             lambda scope: _resource_metadata_url(settings, scope),
         ),
+        endpoint.server.session_manager,
+        runtime.cache,
+        settings.secret_key,
     )
+    app.mount("/", session_router)
     return app
 
 

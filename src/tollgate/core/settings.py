@@ -115,6 +115,25 @@ class Settings(BaseSettings):
         default=600, ge=1, validation_alias="TOLLGATE_KEY_RATE_LIMIT_PER_MINUTE"
     )
     public_url: str = Field(default="", validation_alias="TOLLGATE_PUBLIC_URL")
+    internal_host: str = Field(
+        default="127.0.0.1",
+        validation_alias="TOLLGATE_INTERNAL_HOST",
+        description="Address of the per-process listener that other processes forward MCP "
+        "sessions to (with REDIS_URL only); 0.0.0.0 or a LAN address for several hosts.",
+    )
+    internal_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        validation_alias="TOLLGATE_INTERNAL_PORT",
+        description="Port of that listener; 0 picks a free one per process.",
+    )
+    internal_url: str = Field(
+        default="",
+        validation_alias="TOLLGATE_INTERNAL_URL",
+        description="How other processes reach this one's listener (default "
+        "http://<internal host>:<bound port>); set it when they run on other hosts.",
+    )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*", "testserver"],
         validation_alias="TOLLGATE_ALLOWED_HOSTS",
