@@ -247,3 +247,16 @@ async def test_given_secrets_are_not_generated_or_written(
     assert "generated secrets encryption_keys" in run.err
     assert JWT_SECRET not in run.output
     assert "given-secret-key-of-some-length" not in run.output
+
+
+async def test_serve_with_several_workers_refuses_to_start_without_redis(
+    tmp_path: Path, database_url: str
+) -> None:
+    from tests.live import free_port
+
+    env = cli_env(tmp_path / "cli", database_url)
+    run = await tollgate(
+        "serve", "--port", str(free_port()), "--workers", "2", env=env, cwd=tmp_path
+    )
+    assert run.code == 2, run.output
+    assert "REDIS_URL" in run.err

@@ -81,6 +81,13 @@ def serve(
 ) -> None:
     """Migrate the database, then serve the API and the MCP endpoint."""
     settings = _settings()
+    if workers > 1 and not settings.redis_url:
+        typer.echo(
+            f"error: --workers {workers} needs a shared cache: set REDIS_URL (rate limits, "
+            "key revocation, MCP sessions and the live feed must hold across processes)",
+            err=True,
+        )
+        raise typer.Exit(2)
     upgrade_to_head(settings.resolved_database_url)
     uvicorn.run(
         "tollgate.app:app_factory",
