@@ -34,6 +34,7 @@ from tollgate.data.service import DataAccess
 from tollgate.data.tools import UPSTREAM_NAME as DATA_UPSTREAM
 from tollgate.data.tools import data_server
 from tollgate.gateway import routes as gateway_routes
+from tollgate.gateway.addresses import identity_extension, public_base_url
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
 from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     settler = Settler(runtime.sessions)
     gateway = Gateway(runtime, settler)
     endpoint = McpEndpoint(gateway)
+    endpoint.server.extensions.update(identity_extension(settings))
     recorder = Recorder(runtime.sessions, runtime.cache)
     gateway.observers.attach(recorder.observe)
     data = (
@@ -202,12 +204,9 @@ def _schedule_jobs(scheduler: Scheduler, runtime: Runtime) -> None:
 
 
 def _resource_metadata_url(settings: Settings, scope: Scope) -> str:
-    """Where ``/mcp``'s protected-resource metadata is, as the client addressed us."""
-    base = settings.public_url.rstrip("/")
-    if not base:
-        host = dict(scope.get("headers", [])).get(b"host", b"127.0.0.1").decode("latin-1")
-        base = f"{scope.get('scheme', 'http')}://{host}"
-    return f"{base}{PROTECTED_RESOURCE_PATH}"
+    """Where ``/mcp``'s protected-resource metadata is: under the public URL, or the base the
+    client addressed when its ``Host`` is an allowed one (never a forged host)."""
+    return f"{public_base_url(settings, scope)}{PROTECTED_RESOURCE_PATH}"
 
 
 def app_factory() -> FastAPI:

@@ -33,6 +33,7 @@ from tollgate.data.demo import create_helpdesk
 from tollgate.gateway import admin as upstream_admin
 from tollgate.gateway import service as upstream_service
 from tollgate.gateway.catalogue import UpstreamListing
+from tollgate.gateway.guards import UpstreamIsSelf, check_upstream_url
 from tollgate.gateway.schemas import UpstreamCreate
 from tollgate.identity import service as users
 from tollgate.identity.models import Role
@@ -329,9 +330,18 @@ def upstream_add(
         raise typer.Exit(1) from exc
 
     async def work(runtime: Runtime) -> None:
+        # The host's operator may add stdio upstreams whatever the settings; URLs still
+        # follow the upstream address rules, and this Tollgate itself is never an upstream.
+        if body.url:
+            await check_upstream_url(runtime.settings, body.url)
         async with transaction(runtime.sessions) as session:
             await upstream_service.create(session, runtime.keyring, body)
-        await upstream_admin.probe(runtime, name)
+        try:
+            await upstream_admin.probe(runtime, name)
+        except UpstreamIsSelf:
+            async with transaction(runtime.sessions) as session:
+                await upstream_service.delete(session, await upstream_service.get(session, name))
+            raise
         await _show_upstream(runtime, name)
 
     _with_runtime(settings, work)

@@ -228,10 +228,15 @@ def connect(
 
 
 async def quick_member(
-    gateway: Gateway, *, role: str = Role.USER, credits: int | None = None
+    gateway: Gateway,
+    *,
+    role: str = Role.USER,
+    credits: int | None = None,
+    superuser: bool | None = None,
 ) -> Member:
     """Like :func:`new_member`, for a user who signs in by token only: no password to hash
-    (argon2 takes ~0.4 s a user here, which adds up over the suite)."""
+    (argon2 takes ~0.4 s a user here, which adds up over the suite). Admins are superusers
+    unless ``superuser=False``."""
     from tollgate.core.database import transaction
     from tollgate.identity import service as users
 
@@ -243,7 +248,7 @@ async def quick_member(
             email=f"{name}@example.com",
             password=None,
             role=role,
-            is_superuser=role == Role.ADMIN,
+            is_superuser=role == Role.ADMIN if superuser is None else superuser,
         )
     jwt = token_for(gateway.runtime, user)
     async with http_to(gateway) as http:

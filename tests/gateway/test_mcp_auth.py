@@ -22,6 +22,7 @@ from tests.gateway.conftest import (
     http_to,
     quick_member,
     register_upstream,
+    serving,
     text_of,
     wait_settled,
 )
@@ -30,6 +31,7 @@ from tollgate.accounts import service as accounts
 from tollgate.accounts.deps import key_store
 from tollgate.accounts.models import McpAccount
 from tollgate.core.database import transaction
+from tollgate.core.settings import Settings
 from tollgate.identity.models import Role
 
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
@@ -131,6 +133,47 @@ async def test_protected_resource_metadata_names_the_mcp_resource(gateway: Gatew
     assert document["resource"] == f"{gateway.url}/mcp"
     assert document["authorization_servers"] == [gateway.url]
     assert document["bearer_methods_supported"] == ["header"]
+
+
+async def metadata_named_for_host(gateway: Gateway, host: str) -> tuple[str, dict[str, Any]]:
+    """The challenge's metadata URL and the metadata document, both asked with ``Host``."""
+    headers, body = first_request("legacy")
+    async with http_to(gateway) as http:
+        refused = await http.post("/mcp", json=body, headers=headers | {"Host": host})
+        document = await http.get(METADATA_PATH, headers={"Host": host})
+    challenge = refused.headers["WWW-Authenticate"]
+    assert refused.status_code == 401 and document.status_code == 200
+    return challenge.split('resource_metadata="')[1].split('"')[0], document.json()
+
+
+async def test_forged_host_header_never_names_the_resource(
+    gateway: Gateway, gateway_settings: Settings
+) -> None:
+    own = f"http://{gateway_settings.host}:{gateway_settings.port}"
+    port = gateway.url.rsplit(":", 1)[1]
+
+    forged_url, forged = await metadata_named_for_host(gateway, "attacker.example")
+    allowed_url, allowed = await metadata_named_for_host(gateway, f"localhost:{port}")
+
+    assert forged_url == f"{own}{METADATA_PATH}"
+    assert forged["resource"] == f"{own}/mcp"
+    assert forged["authorization_servers"] == [own]
+    assert "attacker" not in str(forged)
+    assert allowed_url == f"http://localhost:{port}{METADATA_PATH}"
+    assert allowed["resource"] == f"http://localhost:{port}/mcp"
+
+
+async def test_public_url_names_the_resource_whatever_the_host(settings: Settings) -> None:
+    public = "https://gateway.example.com"
+    async with serving(settings.model_copy(update={"public_url": public + "/"})) as gateway:
+        port = gateway.url.rsplit(":", 1)[1]
+        forged_url, forged = await metadata_named_for_host(gateway, "attacker.example")
+        local_url, local = await metadata_named_for_host(gateway, f"127.0.0.1:{port}")
+
+    for url, document in ((forged_url, forged), (local_url, local)):
+        assert url == f"{public}{METADATA_PATH}"
+        assert document["resource"] == f"{public}/mcp"
+        assert document["authorization_servers"] == [public]
 
 
 @pytest.mark.parametrize("mode", ERAS)

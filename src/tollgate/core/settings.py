@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -25,6 +26,17 @@ SECRETS_FILE_NAME = "secrets.json"
 
 GENERATED_KEY_BYTES = 32
 """256-bit secrets: the JWT HMAC key, the app secret and AES-256-GCM keys."""
+
+
+DEFAULT_DENIED_UPSTREAM_NETWORKS = (
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "0.0.0.0/8",
+    "::/128",
+)
+"""Link-local (cloud metadata services live there) and the unspecified addresses: never an
+upstream. Loopback and private ranges stay allowed, where self-hosted upstreams live."""
 
 
 class CreditTier(BaseModel):
@@ -138,6 +150,23 @@ class Settings(BaseSettings):
         default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*", "testserver"],
         validation_alias="TOLLGATE_ALLOWED_HOSTS",
     )
+    allow_stdio_upstreams: bool = Field(
+        default=False,
+        validation_alias="TOLLGATE_ALLOW_STDIO_UPSTREAMS",
+        description="Whether superusers may add or change stdio upstreams (commands run on "
+        "this host) through the API; the host's `tollgate upstream add` may regardless.",
+    )
+    upstream_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="TOLLGATE_UPSTREAM_ALLOWED_HOSTS",
+        description="When set, upstream URLs must name one of these hosts (`mcp.example.com`, "
+        "`*.example.com`) or resolve into one of these networks (`10.0.0.0/8`, `127.0.0.1`).",
+    )
+    upstream_denied_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_DENIED_UPSTREAM_NETWORKS),
+        validation_alias="TOLLGATE_UPSTREAM_DENIED_NETWORKS",
+        description="Networks no upstream URL may resolve into (checked first, always).",
+    )
     upstream_sync_interval_seconds: float = Field(
         default=10, gt=0, validation_alias="TOLLGATE_UPSTREAM_SYNC_INTERVAL_SECONDS"
     )
@@ -170,11 +199,24 @@ class Settings(BaseSettings):
     def _parse_tiers(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
 
-    @field_validator("mcp_allowed_models", "allowed_hosts", mode="before")
+    @field_validator(
+        "mcp_allowed_models",
+        "allowed_hosts",
+        "upstream_allowed_hosts",
+        "upstream_denied_networks",
+        mode="before",
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip().startswith("["):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("upstream_denied_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # a typo fails the start, loudly
         return value
 
     @property

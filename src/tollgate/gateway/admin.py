@@ -4,17 +4,24 @@ so the new session's own writes never wait on the request's transaction."""
 from __future__ import annotations
 
 import anyio
-from mcp import MCPError
 
 from tollgate.core.database import transaction
 from tollgate.core.errors import ServiceUnavailable
 from tollgate.core.runtime import Runtime
 from tollgate.gateway import service
+from tollgate.gateway.addresses import gateway_id
 from tollgate.gateway.catalogue import UpstreamListing
-from tollgate.gateway.connections import UpstreamConnection
+from tollgate.gateway.connections import UpstreamConnection, describe_failure
+from tollgate.gateway.guards import (
+    STDIO_FIELDS,
+    UpstreamIsSelf,
+    check_stdio_allowed,
+    check_upstream_url,
+)
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.models import Upstream
 from tollgate.gateway.schemas import ToolSummary, UpstreamCreate, UpstreamOut, UpstreamUpdate
+from tollgate.identity.models import User
 
 FIRST_CONTACT_SECONDS = 15.0
 """How long adding an upstream waits for it to answer before replying without its tools."""
@@ -76,26 +83,62 @@ async def describe_all(runtime: Runtime, gateway: Gateway) -> list[UpstreamOut]:
         return [_out(runtime, gateway, u) for u in await service.list_all(session)]
 
 
-async def register(runtime: Runtime, gateway: Gateway, body: UpstreamCreate) -> UpstreamOut:
-    """Store a new upstream, connect, and describe it with the tools it offers."""
+async def register(
+    runtime: Runtime,
+    gateway: Gateway,
+    body: UpstreamCreate,
+    actor: User,
+    served_at: tuple[str, int] | None = None,
+) -> UpstreamOut:
+    """Vet, store and connect a new upstream, and describe it with the tools it offers.
+
+    An upstream that turns out to be this Tollgate (it reports our own id) is removed again
+    and refused. ``served_at`` is the address the request came in on (one of ours).
+    """
+    if body.transport == "stdio":
+        check_stdio_allowed(runtime.settings, is_superuser=actor.is_superuser)
+    elif body.url:
+        await check_upstream_url(runtime.settings, body.url, served_at)
     async with transaction(runtime.sessions) as session:
         await service.create(session, runtime.keyring, body)
     await gateway.sync()
     with anyio.move_on_after(FIRST_CONTACT_SECONDS):
         await gateway.first_contact(body.name)
+    if gateway.refused_as_self(body.name):
+        await remove(runtime, gateway, body.name)
+        raise UpstreamIsSelf()
     return await describe(runtime, gateway, body.name)
 
 
 async def change(
-    runtime: Runtime, gateway: Gateway, name: str, body: UpstreamUpdate
+    runtime: Runtime,
+    gateway: Gateway,
+    name: str,
+    body: UpstreamUpdate,
+    actor: User,
+    served_at: tuple[str, int] | None = None,
 ) -> UpstreamOut:
-    """Apply changes and reconnect when how to reach the upstream changed."""
+    """Vet and apply changes, and reconnect when how to reach the upstream changed.
+
+    Changing what a stdio upstream runs (command, args, env) takes what adding one takes.
+    A change that makes the upstream this Tollgate leaves it disabled, and is refused.
+    """
+    if STDIO_FIELDS & body.model_fields_set:
+        check_stdio_allowed(runtime.settings, is_superuser=actor.is_superuser)
+    if body.url:
+        await check_upstream_url(runtime.settings, body.url, served_at)
     async with transaction(runtime.sessions) as session:
         upstream = await service.get(session, name)
         await service.update(session, runtime.keyring, upstream, body)
     await gateway.sync()
     with anyio.move_on_after(FIRST_CONTACT_SECONDS):
         await gateway.first_contact(name)
+    if gateway.refused_as_self(name):
+        async with transaction(runtime.sessions) as session:
+            upstream = await service.get(session, name)
+            await service.update(session, runtime.keyring, upstream, UpstreamUpdate(enabled=False))
+        await gateway.sync()
+        raise UpstreamIsSelf(f"{UpstreamIsSelf.message}; it was disabled")
     return await describe(runtime, gateway, name)
 
 
@@ -104,9 +147,17 @@ async def refresh(runtime: Runtime, gateway: Gateway, name: str) -> UpstreamOut:
     await describe(runtime, gateway, name)
     try:
         await gateway.refresh(name)
-    except MCPError as exc:
-        raise ServiceUnavailable(exc.message, code="upstream_unavailable") from exc
+    except Exception as exc:  # whatever it was, the upstream's own words stay out
+        raise ServiceUnavailable(
+            f"Upstream {name}: {describe_failure(exc, _last_status(gateway, name))}",
+            code="upstream_unavailable",
+        ) from exc
     return await describe(runtime, gateway, name)
+
+
+def _last_status(gateway: Gateway, name: str) -> int | None:
+    connection = gateway.pool.shared(name)
+    return connection.last_http_error if connection is not None else None
 
 
 async def remove(runtime: Runtime, gateway: Gateway, name: str) -> None:
@@ -136,7 +187,14 @@ async def probe(runtime: Runtime, name: str) -> tuple[bool, str | None]:
             await service.save_state(session, upstream, up, error, era)
         connection.stop()
 
-    connection = UpstreamConnection(spec, on_listing=on_listing, on_state=on_state)
+    connection = UpstreamConnection(
+        spec,
+        on_listing=on_listing,
+        on_state=on_state,
+        own_gateway_id=gateway_id(runtime.settings),
+    )
     with anyio.move_on_after(FIRST_CONTACT_SECONDS):
         await connection.run()
+    if connection.refused is not None:
+        raise connection.refused
     return outcome.get("result", (False, "no answer in time"))

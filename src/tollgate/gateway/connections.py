@@ -10,6 +10,7 @@ with backoff when the session breaks (a stdio upstream's process is started agai
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from tollgate.gateway.addresses import reported_gateway_id
 from tollgate.gateway.catalogue import UpstreamListing
+from tollgate.gateway.guards import UpstreamIsSelf
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +79,45 @@ class _Waiters:
     closed: anyio.Event = field(default_factory=anyio.Event)
 
 
-def _describe(exc: BaseException) -> str:
+STDIO_INHERITED_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "TZ", "USER", "LOGNAME")
+"""What a stdio upstream's process inherits from Tollgate's environment (plus ``LC_*``):
+nothing secret. Everything else it needs is declared in its registration's ``env``."""
+
+
+def stdio_environment(declared: dict[str, str]) -> dict[str, str]:
+    """The whole environment of a stdio upstream's process: a few harmless variables of
+    ours, then what its registration declares."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if (name in STDIO_INHERITED_ENV or name.startswith("LC_")) and not value.startswith("()")
+    }
+    return env | declared
+
+
+def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    text = str(exc) or type(exc).__name__
-    return text[:500]
+    return exc
+
+
+def describe_failure(exc: BaseException, status: int | None = None) -> str:
+    """What went wrong, in our words: never the upstream's own text (an address reached by
+    mistake must not be read back through our errors), only its HTTP status."""
+    exc = _leaf(exc)
+    if isinstance(exc, UpstreamIsSelf):
+        return exc.message
+    if status is not None:
+        return f"the upstream answered HTTP {status}"
+    if isinstance(exc, httpx2.TimeoutException | TimeoutError):
+        return f"no answer from the upstream in time ({type(exc).__name__})"
+    if isinstance(exc, httpx2.TransportError):
+        return f"cannot reach the upstream ({type(exc).__name__})"
+    if isinstance(exc, MCPError):
+        return f"the upstream failed (MCP error {exc.code})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"the upstream failed ({type(exc).__name__}: {exc.strerror})"
+    return f"the upstream failed ({type(exc).__name__})"
 
 
 def _session_gone(exc: MCPError) -> bool:
@@ -97,8 +134,14 @@ class UpstreamConnection:
         on_listing: ListingCallback | None = None,
         on_state: StateCallback | None = None,
         refresh_interval: float = REFRESH_INTERVAL_SECONDS,
+        own_gateway_id: str | None = None,
     ) -> None:
         self.spec = spec
+        self.own_gateway_id = own_gateway_id
+        self.refused: UpstreamIsSelf | None = None
+        """Set when the upstream turned out to be this Tollgate: it is never served."""
+        self.last_http_error: int | None = None
+        """The HTTP status of the upstream's last error answer, if any."""
         self.client: Client | None = None
         self.era: str | None = None
         self.last_used = anyio.current_time()
@@ -120,16 +163,20 @@ class UpstreamConnection:
             params = StdioServerParameters(
                 command=self.spec.command,
                 args=list(self.spec.args),
-                env=dict(self.spec.env) or None,
+                env=stdio_environment(dict(self.spec.env)),
             )
             return Client(params, **options)
         assert self.spec.url
         http = httpx2.AsyncClient(
+            event_hooks={"response": [self._note_status]},
             headers=dict(self.spec.headers),
             timeout=httpx2.Timeout(CONNECT_TIMEOUT_SECONDS, read=max(self.spec.timeout + 5, 30)),
         )
         stack.push_async_callback(http.aclose)
         return Client(streamable_http_client(self.spec.url, http_client=http), **options)
+
+    async def _note_status(self, response: httpx2.Response) -> None:
+        self.last_http_error = response.status_code if response.status_code >= 400 else None
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -140,12 +187,17 @@ class UpstreamConnection:
         while not self._waiters.stop.is_set():
             self._waiters.broken = anyio.Event()
             self._waiters.closed = anyio.Event()
+            self.last_http_error = None
             try:
                 await self._serve_one_session()
                 delay = BACKOFF_INITIAL_SECONDS
             except Exception as exc:
-                logger.warning("upstream %s is down: %s", self.spec.name, _describe(exc))
-                await self._report(False, _describe(exc))
+                problem = describe_failure(exc, self.last_http_error)
+                logger.warning("upstream %s is down: %s", self.spec.name, problem)
+                if isinstance(refused := _leaf(exc), UpstreamIsSelf):
+                    self.refused = refused
+                    self._waiters.stop.set()
+                await self._report(False, problem)
             finally:
                 self.client = None
                 self._waiters.closed.set()
@@ -159,6 +211,7 @@ class UpstreamConnection:
     async def _serve_one_session(self) -> None:
         async with AsyncExitStack() as stack:
             client = await stack.enter_async_context(self._client(stack))
+            self._refuse_self(client)
             self.client, self.era = client, client.protocol_version
             async with anyio.create_task_group() as group:
                 if self.era in MODERN_PROTOCOL_VERSIONS and _announces_changes(client):
@@ -171,6 +224,15 @@ class UpstreamConnection:
                 await self._wait_stop_or_broken()
                 group.cancel_scope.cancel()
 
+    def _refuse_self(self, client: Client) -> None:
+        """Refuse an upstream that reports this Tollgate's own id: serving its tools would
+        list our own tools again, without end."""
+        if self.own_gateway_id is None:
+            return
+        reported = reported_gateway_id(client.server_capabilities.extensions)
+        if reported == self.own_gateway_id:
+            raise UpstreamIsSelf()
+
     async def _wait_stop_or_broken(self) -> None:
         async with anyio.create_task_group() as group:
             for event in (self._waiters.stop, self._waiters.broken):
@@ -182,7 +244,8 @@ class UpstreamConnection:
             try:
                 await self.refresh()
             except Exception as exc:
-                logger.warning("upstream %s failed its check: %s", self.spec.name, _describe(exc))
+                problem = describe_failure(exc, self.last_http_error)
+                logger.warning("upstream %s failed its check: %s", self.spec.name, problem)
                 self.mark_broken()
                 return
 
@@ -211,7 +274,7 @@ class UpstreamConnection:
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, Exception):
-            logger.info("upstream %s transport: %s", self.spec.name, _describe(message))
+            logger.info("upstream %s transport: %s", self.spec.name, describe_failure(message))
             return
         if self.era in MODERN_PROTOCOL_VERSIONS:
             return
@@ -239,7 +302,8 @@ class UpstreamConnection:
         try:
             await self.refresh()
         except Exception as exc:
-            logger.warning("upstream %s refresh failed: %s", self.spec.name, _describe(exc))
+            problem = describe_failure(exc, self.last_http_error)
+            logger.warning("upstream %s refresh failed: %s", self.spec.name, problem)
 
     def stop(self) -> None:
         """Ask the owner task to close the session and end."""

@@ -32,6 +32,7 @@ from tollgate.core.errors import Forbidden, InsufficientCredits, NotFound
 from tollgate.core.ratelimit import allow
 from tollgate.core.runtime import Runtime
 from tollgate.gateway import naming, service
+from tollgate.gateway.addresses import gateway_id
 from tollgate.gateway.catalogue import Catalogue, ToolEntry, UpstreamListing, UpstreamPolicy
 from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
 from tollgate.gateway.events import Observers, ToolCallEvent
@@ -128,7 +129,9 @@ class Gateway:
         self.runtime = runtime
         self.settler = settler
         self.catalogue = Catalogue()
-        self.pool = ConnectionPool(self._on_listing, self._on_state)
+        self.pool = ConnectionPool(
+            self._on_listing, self._on_state, own_gateway_id=gateway_id(runtime.settings)
+        )
         self.observers = Observers()
         self._notifiers: list[Notifier] = []
         self._specs: dict[str, ConnectionSpec] = {}
@@ -232,6 +235,11 @@ class Gateway:
         reported = self._reported.get(name)
         if reported is not None:
             await reported.wait()
+
+    def refused_as_self(self, name: str) -> bool:
+        """Whether the upstream's session found it to be this Tollgate (never served)."""
+        connection = self.pool.shared(name)
+        return connection is not None and connection.refused is not None
 
     async def refresh(self, name: str) -> UpstreamListing:
         """Read an upstream's catalogue now."""

@@ -28,8 +28,14 @@ REAP_INTERVAL_SECONDS = 30.0
 class ConnectionPool:
     """Owns every upstream connection's task; reuse, never a session per call."""
 
-    def __init__(self, on_listing: ListingCallback, on_state: StateCallback) -> None:
+    def __init__(
+        self,
+        on_listing: ListingCallback,
+        on_state: StateCallback,
+        own_gateway_id: str | None = None,
+    ) -> None:
         self._on_listing = on_listing
+        self._own_gateway_id = own_gateway_id
         self._on_state = on_state
         self._shared: dict[str, UpstreamConnection] = {}
         self._per_credential: dict[tuple[str, str], UpstreamConnection] = {}
@@ -68,7 +74,12 @@ class ConnectionPool:
         if current is not None and current.spec == spec:
             return current
         self.remove(spec.name)
-        connection = UpstreamConnection(spec, on_listing=self._on_listing, on_state=self._on_state)
+        connection = UpstreamConnection(
+            spec,
+            on_listing=self._on_listing,
+            on_state=self._on_state,
+            own_gateway_id=self._own_gateway_id,
+        )
         self._shared[spec.name] = connection
         self._start(connection)
         return connection
@@ -88,7 +99,7 @@ class ConnectionPool:
             return current
         if current is not None:
             current.stop()
-        connection = UpstreamConnection(spec)
+        connection = UpstreamConnection(spec, own_gateway_id=self._own_gateway_id)
         self._per_credential[key] = connection
         self._start(connection)
         return connection

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from tollgate.core.deps import RuntimeDep
 from tollgate.gateway import admin
+from tollgate.gateway.addresses import public_base_url
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.schemas import UpstreamCreate, UpstreamOut, UpstreamUpdate
 from tollgate.gateway.server import MCP_PATH
@@ -31,15 +32,16 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def public_base_url(request: Request, runtime: RuntimeDep) -> str:
-    """Where clients reach this server: ``TOLLGATE_PUBLIC_URL``, or the request's own base."""
-    return runtime.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+def served_at(request: Request) -> tuple[str, int] | None:
+    """The address and port this request came in on: one of this server's own."""
+    server = request.scope.get("server")
+    return (str(server[0]), int(server[1])) if server and server[1] else None
 
 
 @metadata_router.get("/.well-known/oauth-protected-resource/mcp")
 async def protected_resource_metadata(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     """RFC 9728 metadata of the ``/mcp`` resource. Public."""
-    base = public_base_url(request, runtime)
+    base = public_base_url(runtime.settings, request.scope)
     return {
         "resource": f"{base}{MCP_PATH}",
         "authorization_servers": [base],
@@ -59,13 +61,18 @@ async def list_upstreams(
 
 @router.post("", response_model=UpstreamOut, status_code=201)
 async def add_upstream(
-    body: UpstreamCreate, _: UpstreamsAdmin, runtime: RuntimeDep, gateway: GatewayDep
+    body: UpstreamCreate,
+    request: Request,
+    actor: UpstreamsAdmin,
+    runtime: RuntimeDep,
+    gateway: GatewayDep,
 ) -> UpstreamOut:
     """Register an upstream, connect to it and answer with the tools found.
 
-    Needs ``upstreams.manage``.
+    Needs ``upstreams.manage``; a stdio upstream also needs a superuser and
+    ``TOLLGATE_ALLOW_STDIO_UPSTREAMS``.
     """
-    return await admin.register(runtime, gateway, body)
+    return await admin.register(runtime, gateway, body, actor, served_at(request))
 
 
 @router.get("/{name}", response_model=UpstreamOut)
@@ -78,10 +85,16 @@ async def read_upstream(
 
 @router.patch("/{name}", response_model=UpstreamOut)
 async def update_upstream(
-    name: Name, body: UpstreamUpdate, _: UpstreamsAdmin, runtime: RuntimeDep, gateway: GatewayDep
+    name: Name,
+    body: UpstreamUpdate,
+    request: Request,
+    actor: UpstreamsAdmin,
+    runtime: RuntimeDep,
+    gateway: GatewayDep,
 ) -> UpstreamOut:
-    """Change an upstream (price, lists, timeout, enabled...). Needs ``upstreams.manage``."""
-    return await admin.change(runtime, gateway, name, body)
+    """Change an upstream (price, lists, timeout, enabled...). Needs ``upstreams.manage``;
+    changing a command, its args or env needs what adding a stdio upstream needs."""
+    return await admin.change(runtime, gateway, name, body, actor, served_at(request))
 
 
 @router.post("/{name}/refresh", response_model=UpstreamOut)
