@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from tests.broker.factories import (
+    INVITATIONS,
     ORGS,
     add_member,
     admin,
@@ -54,8 +55,8 @@ async def test_owners_and_admins_add_members_and_members_do_not(
     newcomer = await person(runtime, "newcomer")
     late = await person(runtime, "late")
     org = await create_org(client, auth(runtime, owner))
-    await add_member(client, auth(runtime, owner), org["id"], helper, "admin")
-    await add_member(client, auth(runtime, helper), org["id"], member, "member")
+    await add_member(client, runtime, auth(runtime, owner), org["id"], helper, "admin")
+    await add_member(client, runtime, auth(runtime, helper), org["id"], member, "member")
 
     refused = await client.post(
         f"{ORGS}/{org['id']}/members", json={"user_id": newcomer.id}, headers=auth(runtime, member)
@@ -67,7 +68,9 @@ async def test_owners_and_admins_add_members_and_members_do_not(
     )
 
     assert_error(refused, 403, "not_org_admin")
-    assert ok(by_email, 201)["user_id"] == late.id
+    invitation = ok(by_email, 202)
+    assert (invitation["email"], invitation["user_id"]) == (late.email, None)
+    ok(await client.post(f"{INVITATIONS}/{invitation['id']}/accept", headers=auth(runtime, late)))
     assert await roles(client, auth(runtime, member), org["id"]) == {
         owner.id: "owner",
         helper.id: "admin",
@@ -86,8 +89,8 @@ async def test_only_owners_make_owners(client: httpx.AsyncClient, runtime: Runti
     member = await person(runtime, "member")
     newcomer = await person(runtime, "newcomer")
     org = await create_org(client, auth(runtime, owner))
-    await add_member(client, auth(runtime, owner), org["id"], helper, "admin")
-    await add_member(client, auth(runtime, owner), org["id"], member)
+    await add_member(client, runtime, auth(runtime, owner), org["id"], helper, "admin")
+    await add_member(client, runtime, auth(runtime, owner), org["id"], member)
     path = f"{ORGS}/{org['id']}/members"
 
     add_owner = await client.post(
@@ -124,7 +127,7 @@ async def test_members_cannot_change_roles(client: httpx.AsyncClient, runtime: R
     owner = await person(runtime, "owner")
     member = await person(runtime, "member")
     org = await create_org(client, auth(runtime, owner))
-    await add_member(client, auth(runtime, owner), org["id"], member)
+    await add_member(client, runtime, auth(runtime, owner), org["id"], member)
 
     refused = await client.patch(
         f"{ORGS}/{org['id']}/members/{member.id}",
@@ -152,7 +155,7 @@ async def test_the_last_owner_can_be_neither_removed_nor_demoted(
         "last_owner",
     )
 
-    await add_member(client, headers, org["id"], second, "owner")
+    await add_member(client, runtime, headers, org["id"], second, "owner")
     ok(await client.patch(f"{path}/{owner.id}", json={"role": "admin"}, headers=headers))
     second_headers = auth(runtime, second)
     assert_error(
@@ -192,7 +195,7 @@ async def test_members_list_shows_everyone_with_their_role(
     owner = await person(runtime, "owner")
     member = await person(runtime, "member")
     org = await create_org(client, auth(runtime, owner))
-    await add_member(client, auth(runtime, owner), org["id"], member)
+    await add_member(client, runtime, auth(runtime, owner), org["id"], member)
 
     members = ok(await client.get(f"{ORGS}/{org['id']}/members", headers=auth(runtime, member)))
 
@@ -225,7 +228,7 @@ async def test_a_gateway_admin_manages_any_organization(
     operator = await admin(runtime)
     org = await create_org(client, auth(runtime, owner))
 
-    await add_member(client, auth(runtime, operator), org["id"], member)
+    await add_member(client, runtime, auth(runtime, operator), org["id"], member)
 
     assert await roles(client, auth(runtime, operator), org["id"]) == {
         owner.id: "owner",
@@ -242,7 +245,7 @@ async def test_membership_changes_are_audited(client: httpx.AsyncClient, runtime
     operator = await admin(runtime)
     headers = auth(runtime, owner)
     org = await create_org(client, headers)
-    await add_member(client, headers, org["id"], member)
+    await add_member(client, runtime, headers, org["id"], member)
     path = f"{ORGS}/{org['id']}/members/{member.id}"
     ok(await client.patch(path, json={"role": "admin"}, headers=headers))
     ok(await client.delete(path, headers=headers), 204)
@@ -257,11 +260,21 @@ async def test_membership_changes_are_audited(client: httpx.AsyncClient, runtime
 
     assert [(e["action"], e["actor_user_id"]) for e in reversed(trail["entries"])] == [
         ("organization_created", owner.id),
-        ("member_added", owner.id),
+        ("member_invited", owner.id),
+        ("invitation_accepted", member.id),
         ("member_role_changed", owner.id),
         ("member_removed", owner.id),
     ]
-    added, changed, removed = (e["details"] for e in reversed(trail["entries"][:3]))
-    assert added == {"user_id": member.id, "role": "member"}
+    invited, accepted, changed, removed = (e["details"] for e in reversed(trail["entries"][:4]))
+    assert invited == {
+        "invitation_id": accepted["invitation_id"],
+        "role": "member",
+        "user_id": member.id,
+    }
+    assert accepted == {
+        "invitation_id": invited["invitation_id"],
+        "user_id": member.id,
+        "role": "member",
+    }
     assert changed == {"user_id": member.id, "from": "member", "to": "admin"}
     assert removed == {"user_id": member.id}

@@ -74,7 +74,7 @@ async def list_users(
 
 @users_router.post("", response_model=UserOut, status_code=201)
 async def create_user(body: UserCreate, _: Superuser, session: SessionDep) -> UserOut:
-    """Create a user (an admin by default). Needs a superuser."""
+    """Create a user (a plain user unless ``role`` says otherwise). Needs a superuser."""
     user = await service.create_user(
         session,
         username=body.username,
@@ -152,18 +152,22 @@ async def list_members(org_id: PathId, _: OrgAdmin, session: SessionDep) -> list
 
 @orgs_router.post("/{org_id}/members", response_model=MemberOut, status_code=201)
 async def add_member(
-    org_id: PathId, body: MemberAdd, _: OrgAdmin, session: SessionDep
+    org_id: PathId, body: MemberAdd, admin: OrgAdmin, session: SessionDep, address: ClientAddress
 ) -> MemberOut:
-    """Add a member, or change a member's role. Needs ``admin.organizations.manage``."""
+    """Add a member directly (no invitation), or change a member's role; audited.
+    Needs ``admin.organizations.manage``."""
     org = await orgs.get_organization(session, org_id)
-    membership, user = await orgs.add_member(session, org, body.user_id, body.role)
+    by = orgs.OrgActor(user_id=admin.id, client_address=address)
+    membership, user = await orgs.add_member(session, org, body.user_id, body.role, by=by)
     return MemberOut.of(membership, user)
 
 
 @orgs_router.delete("/{org_id}/members/{user_id}", status_code=204)
 async def remove_member(
-    org_id: PathId, user_id: PathId, _: OrgAdmin, session: SessionDep
+    org_id: PathId, user_id: PathId, admin: OrgAdmin, session: SessionDep, address: ClientAddress
 ) -> Response:
-    """Remove a member. Needs ``admin.organizations.manage``."""
-    await orgs.remove_member(session, await orgs.get_organization(session, org_id), user_id)
+    """Remove a member; audited. Needs ``admin.organizations.manage``."""
+    org = await orgs.get_organization(session, org_id)
+    by = orgs.OrgActor(user_id=admin.id, client_address=address)
+    await orgs.remove_member(session, org, user_id, by=by)
     return Response(status_code=204)

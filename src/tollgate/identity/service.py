@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +16,7 @@ from tollgate.core.clock import utc_now
 from tollgate.core.errors import Conflict, NotFound, TooManyRequests, Unauthorized
 from tollgate.core.settings import Settings
 from tollgate.identity.jwt import TokenClaims, create_access_token
-from tollgate.identity.models import Role, User
+from tollgate.identity.models import Invitation, Role, User
 from tollgate.identity.passwords import hash_password, verify_password
 
 
@@ -135,7 +135,9 @@ async def update_user(
 
 
 async def delete_user(session: AsyncSession, user: User) -> None:
-    """Remove a user and what belongs only to them."""
+    """Remove a user and what belongs only to them (invitations addressed to their id too:
+    that id may be given to someone else later)."""
+    await session.execute(delete(Invitation).where(Invitation.invitee_user_id == user.id))
     await session.delete(user)
     await session.flush()
 
