@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
+from sqlalchemy import select
 
 from tests.broker.factories import (
     INVITATIONS,
@@ -16,6 +19,7 @@ from tests.broker.factories import (
 )
 from tests.conftest import auth
 from tollgate.core.runtime import Runtime
+from tollgate.identity.models import Membership, OrgRole
 
 
 async def roles(client: httpx.AsyncClient, headers: dict[str, str], org_id: int) -> dict[int, str]:
@@ -278,3 +282,45 @@ async def test_membership_changes_are_audited(client: httpx.AsyncClient, runtime
     }
     assert changed == {"user_id": member.id, "from": "member", "to": "admin"}
     assert removed == {"user_id": member.id}
+
+
+RACE_ROUNDS = 4
+"""Rounds of two owners demoting (or removing) each other at once; each round can race."""
+
+
+async def test_two_owners_demoting_each_other_at_once_leave_an_owner(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    first = await person(runtime, "first")
+    second = await person(runtime, "second")
+    for round_number in range(RACE_ROUNDS):
+        org = await create_org(client, auth(runtime, first), f"Race {round_number}")
+        await add_member(client, runtime, auth(runtime, first), org["id"], second, "owner")
+        path = f"{ORGS}/{org['id']}/members"
+        if round_number % 2:
+            answers = await asyncio.gather(
+                client.delete(f"{path}/{second.id}", headers=auth(runtime, first)),
+                client.delete(f"{path}/{first.id}", headers=auth(runtime, second)),
+            )
+        else:
+            answers = await asyncio.gather(
+                client.patch(
+                    f"{path}/{second.id}", json={"role": "admin"}, headers=auth(runtime, first)
+                ),
+                client.patch(
+                    f"{path}/{first.id}", json={"role": "admin"}, headers=auth(runtime, second)
+                ),
+            )
+
+        done = [a for a in answers if a.status_code in (200, 204)]
+        refused = [a.json()["detail"]["code"] for a in answers if a not in done]
+        assert len(done) == 1, [a.text for a in answers]
+        # Serialised, the loser is no longer an owner (or no longer a member) when it runs.
+        assert refused[0] in ("last_owner", "not_org_owner", "organization_not_found")
+        async with runtime.sessions() as session:
+            owners = await session.execute(
+                select(Membership.user_id).where(
+                    Membership.organization_id == org["id"], Membership.role == OrgRole.OWNER
+                )
+            )
+            assert len(owners.all()) == 1

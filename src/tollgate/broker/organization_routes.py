@@ -316,7 +316,7 @@ async def change_member_role(
     address: ClientAddress,
 ) -> MemberOut:
     """Change a member's role. Owners and admins; only owners touch owners."""
-    org = await orgs.get_organization(session, org_id)
+    org = await orgs.get_organization(session, org_id, lock=True)
     manager = await integrations.require_member(session, org_id, user, manage=True)
     current = await orgs.find_membership(session, org_id, member_id)
     if current is None:
@@ -347,7 +347,7 @@ async def remove_member(
 ) -> Response:
     """Remove a member (or leave); their leases carrying this organization's credentials are
     revoked (by the membership hook). Owners and admins, or the member themselves."""
-    org = await orgs.get_organization(session, org_id)
+    org = await orgs.get_organization(session, org_id, lock=True)
     leaving = member_id == user.id
     manager = await integrations.require_member(session, org_id, user, manage=not leaving)
     current = await orgs.find_membership(session, org_id, member_id)

@@ -94,9 +94,25 @@ async def create_organization(
     return org
 
 
-async def get_organization(session: AsyncSession, org_id: int) -> Organization:
-    """The organization with ``org_id``, or NotFound."""
-    org = await session.get(Organization, org_id)
+async def get_organization(
+    session: AsyncSession, org_id: int, *, lock: bool = False
+) -> Organization:
+    """The organization with ``org_id``, or NotFound.
+
+    With ``lock``, its row is locked for the rest of the transaction (``SELECT ... FOR
+    UPDATE`` on PostgreSQL): changes to its owners take turns, and what is read after it
+    (the caller's own role included) is what the previous change committed.
+    """
+    if lock:
+        query = (
+            select(Organization)
+            .where(Organization.id == org_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        org = (await session.execute(query)).scalar_one_or_none()
+    else:
+        org = await session.get(Organization, org_id)
     if org is None:
         raise NotFound("Organization not found", code="organization_not_found")
     return org
