@@ -157,6 +157,18 @@ async def test_user_lockout_is_not_dodged_by_padding_the_username(settings: Sett
         assert_throttled(await login(client, "heidi", PASSWORD))
 
 
+async def test_user_lockout_is_not_doubled_by_alternating_username_and_email(
+    settings: Settings,
+) -> None:
+    limits = {"login_max_failures_per_user": 2, "login_max_failures_per_address": 100}
+    async with running(settings, **limits) as (runtime, app), client_at(app) as client:
+        user = await make_user(runtime, username="mallet")
+        assert_refused(await login(client, "mallet", "wrong-password"))
+        assert_refused(await login(client, user.email, "wrong-password"))
+        assert_throttled(await login(client, "mallet", "wrong-password"))
+        assert_throttled(await login(client, user.email.upper(), PASSWORD))
+
+
 async def test_one_address_is_locked_out_after_failures_across_usernames(
     settings: Settings,
 ) -> None:

@@ -143,10 +143,12 @@ async def delete_user(session: AsyncSession, user: User) -> None:
 
 
 class LoginThrottle:
-    """Counts sign-in attempts per client address and per username, through the cache.
+    """Counts sign-in attempts per client address, per login as typed and per account.
 
     Each attempt is counted before its password is checked, so concurrent guesses cannot
     all pass a check made before any of them was counted; a success takes its count back.
+    The per-account counter (by user id) is shared by every name of one account, so
+    alternating ``admin`` and ``admin@example.com`` does not double the guesses.
     """
 
     def __init__(self, cache: Cache, settings: Settings) -> None:
@@ -155,6 +157,7 @@ class LoginThrottle:
         self.limits = {
             "addr": settings.login_max_failures_per_address,
             "user": settings.login_max_failures_per_user,
+            "account": settings.login_max_failures_per_user,
         }
 
     def _keys(self, login: str, address: str) -> dict[str, str]:
@@ -164,20 +167,32 @@ class LoginThrottle:
             "user": f"login-fail:user:{login.strip().lower()}",
         }
 
+    @staticmethod
+    def _account_key(user_id: int) -> str:
+        return f"login-fail:account:{user_id}"
+
+    async def _count(self, kind: str, key: str) -> None:
+        if await self.cache.incr(key, ttl=self.window) > self.limits[kind]:
+            raise TooManyRequests(
+                "Too many failed sign-in attempts; try again later",
+                code="too_many_attempts",
+                extra={"retry_after_seconds": self.window},
+            )
+
     async def attempt(self, login: str, address: str) -> None:
         """Count one attempt; refuse it once either counter is past its limit."""
         for kind, key in self._keys(login, address).items():
-            if await self.cache.incr(key, ttl=self.window) > self.limits[kind]:
-                raise TooManyRequests(
-                    "Too many failed sign-in attempts; try again later",
-                    code="too_many_attempts",
-                    extra={"retry_after_seconds": self.window},
-                )
+            await self._count(kind, key)
 
-    async def succeeded(self, login: str, address: str) -> None:
-        """A correct password clears the username's counter and uncounts the address's try."""
+    async def attempt_account(self, user_id: int) -> None:
+        """Count one attempt at the account the login names; refuse past the limit."""
+        await self._count("account", self._account_key(user_id))
+
+    async def succeeded(self, login: str, address: str, user_id: int) -> None:
+        """A correct password clears the login's and the account's counters and uncounts
+        the address's try."""
         keys = self._keys(login, address)
-        await self.cache.delete(keys["user"])
+        await self.cache.delete(keys["user"], self._account_key(user_id))
         await self.cache.incr(keys["addr"], amount=-1, ttl=self.window)
 
 
@@ -187,10 +202,12 @@ async def authenticate(
     """The active user whose credentials these are, or Unauthorized."""
     await throttle.attempt(login, address)
     user = await find_user_by_login(session, login)
+    if user is not None:
+        await throttle.attempt_account(user.id)
     password_ok = await verify_password(password, user.password_hash if user else None)
     if user is None or not password_ok or not user.is_active:
         raise Unauthorized("Incorrect username or password", code="invalid_credentials")
-    await throttle.succeeded(login, address)
+    await throttle.succeeded(login, address, user.id)
     user.last_login_at = utc_now()
     await session.flush()
     return user
