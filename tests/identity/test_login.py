@@ -79,7 +79,7 @@ async def test_login_by_email_ignores_the_email_case(
     assert me.json()["id"] == user.id
 
 
-async def test_issued_token_carries_issuer_audience_and_expiry(
+async def test_issued_token_names_the_user_by_id_and_token_version(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     user = await make_user(runtime, username="carol")
@@ -96,7 +96,8 @@ async def test_issued_token_carries_issuer_audience_and_expiry(
     assert claims["iss"] == "tollgate"
     assert claims["aud"] == "tollgate"
     assert claims["email"] == user.email
-    assert claims["sub"] == user.email
+    assert claims["sub"] == str(user.id)
+    assert claims["tv"] == user.token_version == 1
     lifetime = claims["exp"] - claims["iat"]
     assert lifetime == runtime.settings.access_token_expire_minutes * 60
     assert claims["exp"] > datetime.now(UTC).timestamp()

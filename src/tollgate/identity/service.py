@@ -66,6 +66,7 @@ async def create_user(
         is_superuser=is_superuser,
         display_name=display_name,
         is_active=True,
+        token_version=1,
     )
     await _ensure_unique(session, user.username, user.email)
     session.add(user)
@@ -120,11 +121,14 @@ async def update_user(
         user.display_name = display_name
     if password is not None:
         user.password_hash = await hash_password(password)
+        user.token_version += 1
     if role is not None:
         user.role = role
         if role != Role.ADMIN:
             user.is_superuser = False
     if is_active is not None:
+        if user.is_active and not is_active:
+            user.token_version += 1
         user.is_active = is_active
     if is_superuser is not None:
         user.is_superuser = is_superuser
@@ -220,6 +224,7 @@ def issue_access_token(settings: Settings, user: User) -> str:
         email=user.email,
         user_id=user.id,
         role=user.role,
+        token_version=user.token_version,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         expires_in=timedelta(minutes=settings.access_token_expire_minutes),
@@ -229,23 +234,40 @@ def issue_access_token(settings: Settings, user: User) -> str:
 async def user_for_claims(session: AsyncSession, claims: TokenClaims) -> User:
     """The user a JWT names, created on first use when another backend issued the token.
 
-    Such users always start with the plain user role: a role claim from elsewhere is not
-    trusted to grant admin rights here, and a token from elsewhere never acts as an admin.
+    A token we issued names the user by id and must carry the user's current token
+    version: a password change or a deactivation bumps it, refusing every older token.
+    Users first seen in another backend's token always start with the plain user role: a
+    role claim from elsewhere is not trusted to grant admin rights here, and a token from
+    elsewhere never acts as an admin.
     """
-    user = await find_user_by_email(session, claims.email)
+    if claims.issued_by_us:
+        return await _user_of_our_token(session, claims)
+    email = claims.email or ""
+    user = await find_user_by_email(session, email)
     if user is None:
-        if claims.issued_by_us:
-            raise Unauthorized("Invalid token", code="invalid_token")
-        user = await _create_external_user(session, claims)
+        user = await _create_external_user(session, email, claims.display_name)
     if not user.is_active:
         raise Unauthorized("User is inactive", code="user_inactive")
-    if not claims.issued_by_us and (user.role == Role.ADMIN or user.is_superuser):
+    if user.role == Role.ADMIN or user.is_superuser:
         raise Unauthorized("Invalid token", code="invalid_token")
     return user
 
 
-async def _create_external_user(session: AsyncSession, claims: TokenClaims) -> User:
-    base = re.sub(r"[^a-z0-9._-]", "", claims.email.split("@")[0])[:48] or "user"
+async def _user_of_our_token(session: AsyncSession, claims: TokenClaims) -> User:
+    user = await session.get(User, claims.user_id) if claims.user_id is not None else None
+    if user is None:
+        raise Unauthorized("Invalid token", code="invalid_token")
+    if not user.is_active:
+        raise Unauthorized("User is inactive", code="user_inactive")
+    if user.token_version != claims.token_version:
+        raise Unauthorized("Token revoked", code="token_revoked")
+    return user
+
+
+async def _create_external_user(
+    session: AsyncSession, email: str, display_name: str | None
+) -> User:
+    base = re.sub(r"[^a-z0-9._-]", "", email.split("@")[0])[:48] or "user"
     username = base
     while (
         await session.execute(select(User.id).where(User.username == username))
@@ -255,12 +277,12 @@ async def _create_external_user(session: AsyncSession, claims: TokenClaims) -> U
         return await create_user(
             session,
             username=username,
-            email=claims.email,
+            email=email,
             password=None,
-            display_name=claims.display_name,
+            display_name=display_name,
         )
     except Conflict:
-        existing = await find_user_by_email(session, claims.email)
+        existing = await find_user_by_email(session, email)
         if existing is None:
             raise
         return existing
