@@ -13,6 +13,7 @@ from tollgate.core.deps import (
     PageLimit,
     PageOffset,
     PathId,
+    RuntimeDep,
     SessionDep,
     SettingsDep,
 )
@@ -89,7 +90,7 @@ async def create_user(body: UserCreate, _: Superuser, session: SessionDep) -> Us
 
 @users_router.put("/{user_id}", response_model=UserOut)
 async def update_user(
-    user_id: PathId, body: UserUpdate, caller: Superuser, session: SessionDep
+    user_id: PathId, body: UserUpdate, caller: Superuser, session: SessionDep, runtime: RuntimeDep
 ) -> UserOut:
     """Change a user. Needs a superuser; nobody can demote or deactivate themselves."""
     user = await service.get_user(session, user_id)
@@ -97,17 +98,20 @@ async def update_user(
         body.is_active is False or body.is_superuser is False or body.role == "user"
     ):
         raise Conflict("You cannot demote or deactivate yourself", code="cannot_demote_self")
-    user = await service.update_user(session, user, **body.model_dump(exclude_unset=True))
+    changes = body.model_dump(exclude_unset=True)
+    user = await service.update_user(session, user, runtime=runtime, **changes)
     return UserOut.model_validate(user)
 
 
 @users_router.delete("/{user_id}", status_code=204)
-async def delete_user(user_id: PathId, caller: Superuser, session: SessionDep) -> Response:
+async def delete_user(
+    user_id: PathId, caller: Superuser, session: SessionDep, runtime: RuntimeDep
+) -> Response:
     """Delete a user. Needs a superuser; nobody can delete themselves."""
     user = await service.get_user(session, user_id)
     if user.id == caller.id:
         raise Conflict("You cannot delete yourself", code="cannot_delete_self")
-    await service.delete_user(session, user)
+    await service.delete_user(session, user, runtime)
     return Response(status_code=204)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select
@@ -14,10 +14,33 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate.core.cache import Cache
 from tollgate.core.clock import utc_now
 from tollgate.core.errors import Conflict, NotFound, TooManyRequests, Unauthorized
+from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
 from tollgate.identity.jwt import TokenClaims, create_access_token
 from tollgate.identity.models import Invitation, Role, User
 from tollgate.identity.passwords import hash_password, verify_password
+
+AccessChangedHook = Callable[[AsyncSession, Runtime, int, bool], Awaitable[object]]
+"""Called with (session, runtime, user id, still active) in the transaction that
+deactivates, reactivates or deletes a user: other parts drop what they cache for them."""
+
+_access_changed_hooks: list[AccessChangedHook] = []
+
+
+def on_access_changed(hook: AccessChangedHook) -> AccessChangedHook:
+    """Register work that must happen whenever a user is switched off, on, or deleted."""
+    if hook not in _access_changed_hooks:
+        _access_changed_hooks.append(hook)
+    return hook
+
+
+async def _access_changed(
+    session: AsyncSession, runtime: Runtime | None, user_id: int, active: bool
+) -> None:
+    if runtime is None:
+        return
+    for hook in _access_changed_hooks:
+        await hook(session, runtime, user_id, active)
 
 
 def normalise_email(email: str) -> str:
@@ -112,8 +135,13 @@ async def update_user(
     role: str | None = None,
     is_active: bool | None = None,
     is_superuser: bool | None = None,
+    runtime: Runtime | None = None,
 ) -> User:
-    """Change the given fields of ``user``."""
+    """Change the given fields of ``user``.
+
+    Switching a user off or on is announced to the access hooks (with ``runtime``), so
+    their account keys are refused (or accepted again) at once in every process.
+    """
     if email is not None and normalise_email(email) != user.email:
         await _ensure_unique(session, user.username, normalise_email(email), exclude_id=user.id)
         user.email = normalise_email(email)
@@ -126,6 +154,7 @@ async def update_user(
         user.role = role
         if role != Role.ADMIN:
             user.is_superuser = False
+    switched = is_active is not None and is_active != user.is_active
     if is_active is not None:
         if user.is_active and not is_active:
             user.token_version += 1
@@ -135,12 +164,16 @@ async def update_user(
         if is_superuser:
             user.role = Role.ADMIN
     await session.flush()
+    if switched:
+        await _access_changed(session, runtime, user.id, user.is_active)
     return user
 
 
-async def delete_user(session: AsyncSession, user: User) -> None:
+async def delete_user(session: AsyncSession, user: User, runtime: Runtime | None = None) -> None:
     """Remove a user and what belongs only to them (invitations addressed to their id too:
-    that id may be given to someone else later)."""
+    that id may be given to someone else later); with ``runtime``, their keys are refused
+    at once in every process."""
+    await _access_changed(session, runtime, user.id, False)
     await session.execute(delete(Invitation).where(Invitation.invitee_user_id == user.id))
     await session.delete(user)
     await session.flush()
