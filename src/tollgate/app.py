@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         broker_routes.audit_router,
         organization_routes.integrations_router,
         organization_routes.organizations_router,
+        organization_routes.invitations_router,
         gateway_routes.router,
         gateway_routes.metadata_router,
         data_routes.router,

@@ -184,7 +184,7 @@ def delete_admin(
             user = await users.find_user_by_login(session, username)
             if user is None or user.role != Role.ADMIN:
                 return False
-            await users.delete_user(session, user)
+            await users.delete_user(session, user, runtime)
             return True
 
     if not _with_runtime(settings, work):

@@ -546,3 +546,69 @@ async def test_usage_summary_counts_today_this_month_and_tools(
     ]
     assert summary["credits_balance"] == 50 - 3 - 3 - 7
     assert summary["days_until_refill"] == _days_until_first_of_next_month(now.date())
+
+
+async def _superuser_headers(runtime: Runtime) -> dict[str, str]:
+    return auth(runtime, await _user(runtime, is_superuser=True))
+
+
+async def test_deactivated_users_cached_key_is_refused_at_once(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    headers, body = await _enabled_user(runtime, client)
+    key = body["mcp_api_key"]
+    user_id = (await client.get("/api/v1/admin/users/me", headers=headers)).json()["id"]
+    admin_headers = await _superuser_headers(runtime)
+    assert (await client.get("/api/mcp/account", headers=bearer(key))).status_code == 200
+
+    off = await client.put(
+        f"/api/v1/admin/users/{user_id}", json={"is_active": False}, headers=admin_headers
+    )
+
+    assert off.status_code == 200, off.text
+    for path in USAGE_ROUTES:
+        refused = await client.get(path, headers=bearer(key))
+        assert refused.status_code == 401, path
+        assert refused.json()["detail"]["code"] == "invalid_key"
+    on = await client.put(
+        f"/api/v1/admin/users/{user_id}", json={"is_active": True}, headers=admin_headers
+    )
+    assert on.status_code == 200, on.text
+    assert (await client.get("/api/mcp/account", headers=bearer(key))).status_code == 200
+
+
+async def test_deleted_users_cached_key_is_refused_at_once(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    headers, body = await _enabled_user(runtime, client)
+    key = body["mcp_api_key"]
+    user_id = (await client.get("/api/v1/admin/users/me", headers=headers)).json()["id"]
+    assert (await client.get("/api/mcp/account", headers=bearer(key))).status_code == 200
+
+    deleted = await client.delete(
+        f"/api/v1/admin/users/{user_id}", headers=await _superuser_headers(runtime)
+    )
+
+    assert deleted.status_code == 204, deleted.text
+    refused = await client.get("/api/mcp/usage", headers=bearer(key))
+    assert refused.status_code == 401
+    assert refused.json()["detail"]["code"] == "invalid_key"
+
+
+async def test_deactivated_users_key_is_refused_by_other_process(
+    settings: Settings, runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    require_redis()
+    headers, body = await _enabled_user(runtime, client)
+    key = body["mcp_api_key"]
+    user_id = (await client.get("/api/v1/admin/users/me", headers=headers)).json()["id"]
+    admin_headers = await _superuser_headers(runtime)
+    async with _other_process(settings) as other:
+        assert (await other.get("/api/mcp/account", headers=bearer(key))).status_code == 200
+        off = await client.put(
+            f"/api/v1/admin/users/{user_id}", json={"is_active": False}, headers=admin_headers
+        )
+        assert off.status_code == 200, off.text
+        refused = await other.get("/api/mcp/account", headers=bearer(key))
+        assert refused.status_code == 401
+        assert refused.json()["detail"]["code"] == "invalid_key"

@@ -27,6 +27,7 @@ from tollgate.core.settings import Settings
 from tollgate.identity.models import Role, User
 
 ORGS = "/api/v1/organizations"
+INVITATIONS = "/api/v1/invitations"
 ADMIN_ORGS = "/api/v1/admin/organizations"
 INTEGRATIONS = "/api/v1/integrations"
 TOKENS = "/api/v1/tokens"
@@ -93,18 +94,20 @@ async def create_org(
 
 async def add_member(
     client: httpx.AsyncClient,
+    runtime: Runtime,
     headers: dict[str, str],
     org_id: int,
     user: User,
     role: str = "member",
 ) -> None:
-    """Add ``user`` to the organization as its owner or admin would."""
-    ok(
+    """Invite ``user`` as the organization's owner or admin would, and accept as ``user``."""
+    invitation = ok(
         await client.post(
             f"{ORGS}/{org_id}/members", json={"user_id": user.id, "role": role}, headers=headers
         ),
-        201,
+        202,
     )
+    ok(await client.post(f"{INVITATIONS}/{invitation['id']}/accept", headers=auth(runtime, user)))
 
 
 async def personal_integration(

@@ -51,7 +51,7 @@ async def full_flow(
     member = await person(runtime, "member")
     owner_headers = auth(runtime, owner)
     org = await create_org(client, owner_headers)
-    await add_member(client, owner_headers, org["id"], member)
+    await add_member(client, runtime, owner_headers, org["id"], member)
     ok(
         await client.patch(
             f"{ORGS}/{org['id']}/members/{member.id}", json={"role": "admin"}, headers=owner_headers
@@ -120,7 +120,8 @@ async def test_every_change_is_in_the_trail(client: httpx.AsyncClient, runtime: 
     actions = [e["action"] for e in reversed(entries)]
     assert actions == [
         "organization_created",
-        "member_added",
+        "member_invited",
+        "invitation_accepted",
         "member_role_changed",
         "integration_created",
         "integration_created",

@@ -241,7 +241,7 @@ async def test_members_see_only_the_organization_integrations_shared_with_them(
     headers = auth(runtime, owner)
     org = await create_org(client, headers)
     for user, role in ((helper, "admin"), (member, "member"), (chosen, "member")):
-        await add_member(client, headers, org["id"], user, role)
+        await add_member(client, runtime, headers, org["id"], user, role)
     everyone = await org_integration(client, headers, org["id"], "jira", jira())
     admins = await org_integration(
         client, headers, org["id"], "sentry", {"auth_token": "s"}, shared_with="admins_only"
@@ -284,8 +284,8 @@ async def test_only_owners_and_admins_manage_organization_integrations(
     member = await person(runtime, "member")
     headers = auth(runtime, owner)
     org = await create_org(client, headers)
-    await add_member(client, headers, org["id"], helper, "admin")
-    await add_member(client, headers, org["id"], member)
+    await add_member(client, runtime, headers, org["id"], helper, "admin")
+    await add_member(client, runtime, headers, org["id"], member)
     base = f"{ORGS}/{org['id']}/integrations"
     member_headers = auth(runtime, member)
     created = await org_integration(client, auth(runtime, helper), org["id"], "jira", jira())

@@ -110,7 +110,7 @@ async def shared_setup(
     member = await person(runtime, "member")
     owner_headers = auth(runtime, owner)
     org = await create_org(client, owner_headers)
-    await add_member(client, owner_headers, org["id"], member)
+    await add_member(client, runtime, owner_headers, org["id"], member)
     integration = await org_integration(client, owner_headers, org["id"], "jira", jira())
     await personal_integration(client, auth(runtime, member), "todoist", todoist())
     return owner, member, org, integration
@@ -233,7 +233,7 @@ async def test_lowering_a_members_role_revokes_leases_of_admin_only_credentials(
     helper = await person(runtime, "helper")
     owner_headers = auth(runtime, owner)
     org = await create_org(client, owner_headers)
-    await add_member(client, owner_headers, org["id"], helper, "admin")
+    await add_member(client, runtime, owner_headers, org["id"], helper, "admin")
     await org_integration(
         client, owner_headers, org["id"], "sentry", {"auth_token": "s"}, shared_with="admins_only"
     )

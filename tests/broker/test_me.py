@@ -29,8 +29,8 @@ async def test_me_answers_in_the_seed_shape_with_personal_and_shared_services(
     owner_headers, server_headers = auth(runtime, owner), auth(runtime, server)
     team = await create_org(client, owner_headers, "Development Team")
     clients = await create_org(client, owner_headers, "Client Projects")
-    await add_member(client, owner_headers, team["id"], server, "member")
-    await add_member(client, owner_headers, clients["id"], server, "admin")
+    await add_member(client, runtime, owner_headers, team["id"], server, "member")
+    await add_member(client, runtime, owner_headers, clients["id"], server, "admin")
     await org_integration(client, owner_headers, team["id"], "jira", jira())
     await org_integration(client, owner_headers, team["id"], "notion", notion())
     await org_integration(
@@ -77,7 +77,7 @@ async def test_me_leaves_out_disabled_integrations_and_unshared_organization_ser
     outsider = await person(runtime, "outsider")
     owner_headers = auth(runtime, owner)
     org = await create_org(client, owner_headers)
-    await add_member(client, owner_headers, org["id"], member)
+    await add_member(client, runtime, owner_headers, org["id"], member)
     await org_integration(
         client, owner_headers, org["id"], "sentry", {"auth_token": "t"}, shared_with="admins_only"
     )

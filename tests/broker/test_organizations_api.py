@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
+from sqlalchemy import select
 
 from tests.broker.factories import (
+    INVITATIONS,
     ORGS,
     add_member,
     admin,
@@ -15,6 +19,7 @@ from tests.broker.factories import (
 )
 from tests.conftest import auth
 from tollgate.core.runtime import Runtime
+from tollgate.identity.models import Membership, OrgRole
 
 
 async def roles(client: httpx.AsyncClient, headers: dict[str, str], org_id: int) -> dict[int, str]:
@@ -54,8 +59,8 @@ async def test_owners_and_admins_add_members_and_members_do_not(
     newcomer = await person(runtime, "newcomer")
     late = await person(runtime, "late")
     org = await create_org(client, auth(runtime, owner))
-    await add_member(client, auth(runtime, owner), org["id"], helper, "admin")
-    await add_member(client, auth(runtime, helper), org["id"], member, "member")
+    await add_member(client, runtime, auth(runtime, owner), org["id"], helper, "admin")
+    await add_member(client, runtime, auth(runtime, helper), org["id"], member, "member")
 
     refused = await client.post(
         f"{ORGS}/{org['id']}/members", json={"user_id": newcomer.id}, headers=auth(runtime, member)
@@ -67,7 +72,9 @@ async def test_owners_and_admins_add_members_and_members_do_not(
     )
 
     assert_error(refused, 403, "not_org_admin")
-    assert ok(by_email, 201)["user_id"] == late.id
+    invitation = ok(by_email, 202)
+    assert (invitation["email"], invitation["user_id"]) == (late.email, None)
+    ok(await client.post(f"{INVITATIONS}/{invitation['id']}/accept", headers=auth(runtime, late)))
     assert await roles(client, auth(runtime, member), org["id"]) == {
         owner.id: "owner",
         helper.id: "admin",
@@ -86,8 +93,8 @@ async def test_only_owners_make_owners(client: httpx.AsyncClient, runtime: Runti
     member = await person(runtime, "member")
     newcomer = await person(runtime, "newcomer")
     org = await create_org(client, auth(runtime, owner))
-    await add_member(client, auth(runtime, owner), org["id"], helper, "admin")
-    await add_member(client, auth(runtime, owner), org["id"], member)
+    await add_member(client, runtime, auth(runtime, owner), org["id"], helper, "admin")
+    await add_member(client, runtime, auth(runtime, owner), org["id"], member)
     path = f"{ORGS}/{org['id']}/members"
 
     add_owner = await client.post(
@@ -124,7 +131,7 @@ async def test_members_cannot_change_roles(client: httpx.AsyncClient, runtime: R
     owner = await person(runtime, "owner")
     member = await person(runtime, "member")
     org = await create_org(client, auth(runtime, owner))
-    await add_member(client, auth(runtime, owner), org["id"], member)
+    await add_member(client, runtime, auth(runtime, owner), org["id"], member)
 
     refused = await client.patch(
         f"{ORGS}/{org['id']}/members/{member.id}",
@@ -152,7 +159,7 @@ async def test_the_last_owner_can_be_neither_removed_nor_demoted(
         "last_owner",
     )
 
-    await add_member(client, headers, org["id"], second, "owner")
+    await add_member(client, runtime, headers, org["id"], second, "owner")
     ok(await client.patch(f"{path}/{owner.id}", json={"role": "admin"}, headers=headers))
     second_headers = auth(runtime, second)
     assert_error(
@@ -192,7 +199,7 @@ async def test_members_list_shows_everyone_with_their_role(
     owner = await person(runtime, "owner")
     member = await person(runtime, "member")
     org = await create_org(client, auth(runtime, owner))
-    await add_member(client, auth(runtime, owner), org["id"], member)
+    await add_member(client, runtime, auth(runtime, owner), org["id"], member)
 
     members = ok(await client.get(f"{ORGS}/{org['id']}/members", headers=auth(runtime, member)))
 
@@ -225,7 +232,7 @@ async def test_a_gateway_admin_manages_any_organization(
     operator = await admin(runtime)
     org = await create_org(client, auth(runtime, owner))
 
-    await add_member(client, auth(runtime, operator), org["id"], member)
+    await add_member(client, runtime, auth(runtime, operator), org["id"], member)
 
     assert await roles(client, auth(runtime, operator), org["id"]) == {
         owner.id: "owner",
@@ -242,7 +249,7 @@ async def test_membership_changes_are_audited(client: httpx.AsyncClient, runtime
     operator = await admin(runtime)
     headers = auth(runtime, owner)
     org = await create_org(client, headers)
-    await add_member(client, headers, org["id"], member)
+    await add_member(client, runtime, headers, org["id"], member)
     path = f"{ORGS}/{org['id']}/members/{member.id}"
     ok(await client.patch(path, json={"role": "admin"}, headers=headers))
     ok(await client.delete(path, headers=headers), 204)
@@ -257,11 +264,63 @@ async def test_membership_changes_are_audited(client: httpx.AsyncClient, runtime
 
     assert [(e["action"], e["actor_user_id"]) for e in reversed(trail["entries"])] == [
         ("organization_created", owner.id),
-        ("member_added", owner.id),
+        ("member_invited", owner.id),
+        ("invitation_accepted", member.id),
         ("member_role_changed", owner.id),
         ("member_removed", owner.id),
     ]
-    added, changed, removed = (e["details"] for e in reversed(trail["entries"][:3]))
-    assert added == {"user_id": member.id, "role": "member"}
+    invited, accepted, changed, removed = (e["details"] for e in reversed(trail["entries"][:4]))
+    assert invited == {
+        "invitation_id": accepted["invitation_id"],
+        "role": "member",
+        "user_id": member.id,
+    }
+    assert accepted == {
+        "invitation_id": invited["invitation_id"],
+        "user_id": member.id,
+        "role": "member",
+    }
     assert changed == {"user_id": member.id, "from": "member", "to": "admin"}
     assert removed == {"user_id": member.id}
+
+
+RACE_ROUNDS = 4
+"""Rounds of two owners demoting (or removing) each other at once; each round can race."""
+
+
+async def test_two_owners_demoting_each_other_at_once_leave_an_owner(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    first = await person(runtime, "first")
+    second = await person(runtime, "second")
+    for round_number in range(RACE_ROUNDS):
+        org = await create_org(client, auth(runtime, first), f"Race {round_number}")
+        await add_member(client, runtime, auth(runtime, first), org["id"], second, "owner")
+        path = f"{ORGS}/{org['id']}/members"
+        if round_number % 2:
+            answers = await asyncio.gather(
+                client.delete(f"{path}/{second.id}", headers=auth(runtime, first)),
+                client.delete(f"{path}/{first.id}", headers=auth(runtime, second)),
+            )
+        else:
+            answers = await asyncio.gather(
+                client.patch(
+                    f"{path}/{second.id}", json={"role": "admin"}, headers=auth(runtime, first)
+                ),
+                client.patch(
+                    f"{path}/{first.id}", json={"role": "admin"}, headers=auth(runtime, second)
+                ),
+            )
+
+        done = [a for a in answers if a.status_code in (200, 204)]
+        refused = [a.json()["detail"]["code"] for a in answers if a not in done]
+        assert len(done) == 1, [a.text for a in answers]
+        # Serialised, the loser is no longer an owner (or no longer a member) when it runs.
+        assert refused[0] in ("last_owner", "not_org_owner", "organization_not_found")
+        async with runtime.sessions() as session:
+            owners = await session.execute(
+                select(Membership.user_id).where(
+                    Membership.organization_id == org["id"], Membership.role == OrgRole.OWNER
+                )
+            )
+            assert len(owners.all()) == 1

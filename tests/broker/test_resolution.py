@@ -43,7 +43,7 @@ async def test_a_personal_credential_beats_the_organizations(
     member = await person(runtime, "member")
     owner_headers = auth(runtime, owner)
     org = await create_org(client, owner_headers)
-    await add_member(client, owner_headers, org["id"], member)
+    await add_member(client, runtime, owner_headers, org["id"], member)
     shared, own = jira(), jira()
     await org_integration(client, owner_headers, org["id"], "jira", shared)
     await personal_integration(client, auth(runtime, member), "jira", own)
@@ -63,7 +63,7 @@ async def test_a_disabled_personal_credential_falls_back_to_the_organizations(
     member = await person(runtime, "member")
     owner_headers = auth(runtime, owner)
     org = await create_org(client, owner_headers)
-    await add_member(client, owner_headers, org["id"], member)
+    await add_member(client, runtime, owner_headers, org["id"], member)
     shared = jira()
     await org_integration(client, owner_headers, org["id"], "jira", shared)
     await personal_integration(client, auth(runtime, member), "jira", jira(), status="DISABLED")
@@ -82,8 +82,8 @@ async def test_admins_only_reaches_owners_and_admins_but_not_members(
     member = await person(runtime, "member")
     owner_headers = auth(runtime, owner)
     org = await create_org(client, owner_headers)
-    await add_member(client, owner_headers, org["id"], org_admin, "admin")
-    await add_member(client, owner_headers, org["id"], member, "member")
+    await add_member(client, runtime, owner_headers, org["id"], org_admin, "admin")
+    await add_member(client, runtime, owner_headers, org["id"], member, "member")
     secret_jira = jira()
     await org_integration(
         client, owner_headers, org["id"], "jira", secret_jira, shared_with="admins_only"
@@ -103,8 +103,8 @@ async def test_a_list_of_user_ids_reaches_only_those_members(
     outsider = await person(runtime, "outsider")
     owner_headers = auth(runtime, owner)
     org = await create_org(client, owner_headers)
-    await add_member(client, owner_headers, org["id"], chosen)
-    await add_member(client, owner_headers, org["id"], left_out)
+    await add_member(client, runtime, owner_headers, org["id"], chosen)
+    await add_member(client, runtime, owner_headers, org["id"], left_out)
     credentials = jira()
     await org_integration(
         client,
@@ -130,7 +130,7 @@ async def test_all_members_reaches_every_member_and_nobody_else(
     outsider = await person(runtime, "outsider")
     owner_headers = auth(runtime, owner)
     org = await create_org(client, owner_headers)
-    await add_member(client, owner_headers, org["id"], member)
+    await add_member(client, runtime, owner_headers, org["id"], member)
     credentials = jira()
     await org_integration(client, owner_headers, org["id"], "jira", credentials)
 
@@ -147,8 +147,8 @@ async def test_among_organizations_the_lowest_id_wins(
     first = await create_org(client, owner_headers, "First")
     second = await create_org(client, owner_headers, "Second")
     assert first["id"] < second["id"]
-    await add_member(client, owner_headers, second["id"], member)
-    await add_member(client, owner_headers, first["id"], member)
+    await add_member(client, runtime, owner_headers, second["id"], member)
+    await add_member(client, runtime, owner_headers, first["id"], member)
     from_second, from_first = jira(), jira()
     await org_integration(client, owner_headers, second["id"], "jira", from_second)
     await org_integration(client, owner_headers, first["id"], "jira", from_first)
@@ -176,8 +176,8 @@ async def test_an_organization_that_does_not_share_yields_to_one_that_does(
     owner_headers = auth(runtime, owner)
     first = await create_org(client, owner_headers, "First")
     second = await create_org(client, owner_headers, "Second")
-    await add_member(client, owner_headers, first["id"], member)
-    await add_member(client, owner_headers, second["id"], member)
+    await add_member(client, runtime, owner_headers, first["id"], member)
+    await add_member(client, runtime, owner_headers, second["id"], member)
     await org_integration(
         client, owner_headers, first["id"], "jira", jira(), shared_with="admins_only"
     )

@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from tests.broker.factories import (
     INTEGRATIONS,
+    INVITATIONS,
     LEASES,
     ME,
     ORGS,
@@ -45,12 +46,13 @@ async def broker_flow(
     org = ok(
         await client.post(ORGS, json={"name": "Team", "slug": "team"}, headers=owner_headers), 201
     )
-    ok(
+    invitation = ok(
         await client.post(
             f"{ORGS}/{org['id']}/members", json={"user_id": member_id}, headers=owner_headers
         ),
-        201,
+        202,
     )
+    ok(await client.post(f"{INVITATIONS}/{invitation['id']}/accept", headers=member_headers))
     for service, credentials in (("jira", jira(jira_token)), ("notion", notion(notion_token))):
         ok(
             await client.post(

@@ -358,3 +358,23 @@ async def test_token_creation_and_revocation_are_audited(
         assert row.target_type == "access_token"
         assert row.target_id == str(created["id"])
         assert row.details["prefix"] == created["token_prefix"]
+
+
+UNAUTHENTICATED_FLOOD = 50
+"""Enough refused requests that one row each would flood the trail."""
+
+
+async def test_a_flood_of_unauthenticated_requests_does_not_flood_the_audit_log(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    for n in range(UNAUTHENTICATED_FLOOD):
+        assert_unauthenticated(await client.get(ME, headers=bearer(f"mcp_{n:040d}")))
+    for _ in range(3):
+        assert_error(await client.get(ME), 401, "missing_authorization")
+        assert_error(await client.get(ME, headers=bearer("not-a-jwt")), 401, "invalid_token")
+
+    async with runtime.sessions() as session:
+        every_row = (await session.execute(select(AuditLog))).scalars().all()
+    assert [(r.action, r.details) for r in every_row] == [
+        ("mcp_auth_failed", {"reason": "unknown_token"})
+    ]

@@ -93,7 +93,7 @@ async def test_listing_users_needs_a_token(client: httpx.AsyncClient) -> None:
     assert (await client.get(USERS)).status_code == 401
 
 
-async def test_superuser_creates_an_admin_who_can_sign_in(
+async def test_user_created_without_a_role_is_a_plain_user_who_can_sign_in(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     _, headers = await superuser_of(runtime)
@@ -104,12 +104,22 @@ async def test_superuser_creates_an_admin_who_can_sign_in(
     assert created["username"] == "newbie"
     assert created["email"] == "newbie@example.com"
     assert created["display_name"] == "New Bie"
-    assert created["role"] == Role.ADMIN
+    assert created["role"] == Role.USER
     assert created["is_superuser"] is False
     assert_no_password(response)
 
     signed_in = await login(client, "newbie", NEW_PASSWORD)
     assert signed_in.status_code == 200, signed_in.text
+
+
+async def test_superuser_creates_an_admin_when_asked(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    _, headers = await superuser_of(runtime)
+    response = await client.post(USERS, json=new_user(role="admin"), headers=headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["role"] == Role.ADMIN
+    assert response.json()["is_superuser"] is False
 
 
 async def test_superuser_flag_makes_the_new_user_an_admin(

@@ -37,12 +37,15 @@ def in_minutes(minutes: int) -> datetime:
     return datetime.now(UTC) + timedelta(minutes=minutes)
 
 
-def ours(email: str, **extra: Any) -> dict[str, Any]:
+def ours(user: User, **extra: Any) -> dict[str, Any]:
     """Claims shaped like the tokens Tollgate issues."""
-    return {"email": email, "sub": email, "iss": "tollgate", "aud": "tollgate"} | {
-        "exp": in_minutes(5),
-        **extra,
-    }
+    return {
+        "email": user.email,
+        "sub": str(user.id),
+        "tv": user.token_version,
+        "iss": "tollgate",
+        "aud": "tollgate",
+    } | {"exp": in_minutes(5), **extra}
 
 
 def assert_unauthorized(response: httpx.Response, message: str) -> None:
@@ -86,7 +89,7 @@ async def test_expired_token_is_refused_as_expired(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     user = await token_user(runtime)
-    token = sign(ours(user.email, exp=in_minutes(-5)))
+    token = sign(ours(user, exp=in_minutes(-5)))
     assert_unauthorized(await client.get(ME, headers=bearer(token)), "Token expired")
     foreign_expired = sign({"email": "x@other.com", "exp": in_minutes(-5)})
     assert_unauthorized(await client.get(ACCOUNT, headers=bearer(foreign_expired)), "Token expired")
@@ -94,7 +97,7 @@ async def test_expired_token_is_refused_as_expired(
 
 async def test_token_without_expiry_is_refused(client: httpx.AsyncClient, runtime: Runtime) -> None:
     user = await token_user(runtime)
-    claims = ours(user.email)
+    claims = ours(user)
     del claims["exp"]
     assert_unauthorized(await client.get(ME, headers=bearer(sign(claims))), "Invalid token")
     sibling = sign({"email": "newcomer@other.com"})
@@ -106,7 +109,7 @@ async def test_token_signed_with_another_secret_is_refused(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     user = await token_user(runtime)
-    forged = sign(ours(user.email), secret=OTHER_SECRET)
+    forged = sign(ours(user), secret=OTHER_SECRET)
     assert_unauthorized(await client.get(ME, headers=bearer(forged)), "Invalid token")
 
 
@@ -118,7 +121,7 @@ async def test_token_with_another_algorithm_is_refused(
     with warnings.catch_warnings():
         # Our secret is short for HS512; the point is the algorithm, so sign with it anyway.
         warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-        token = jwt.encode(ours(user.email), None if algorithm == "none" else JWT_SECRET, algorithm)
+        token = jwt.encode(ours(user), None if algorithm == "none" else JWT_SECRET, algorithm)
     assert_unauthorized(await client.get(ME, headers=bearer(token)), "Invalid token")
 
 
@@ -130,9 +133,9 @@ async def test_our_issuer_with_another_audience_is_refused(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     user = await token_user(runtime)
-    token = sign(ours(user.email, aud="someone-else"))
+    token = sign(ours(user, aud="someone-else"))
     assert_unauthorized(await client.get(ME, headers=bearer(token)), "Invalid token")
-    listed = sign(ours(user.email, aud=["someone-else", "another"]))
+    listed = sign(ours(user, aud=["someone-else", "another"]))
     assert_unauthorized(await client.get(ME, headers=bearer(listed)), "Invalid token")
 
 
@@ -140,7 +143,7 @@ async def test_audience_list_that_includes_ours_is_accepted(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     user = await token_user(runtime)
-    token = sign(ours(user.email, aud=["someone-else", "tollgate"]))
+    token = sign(ours(user, aud=["someone-else", "tollgate"]))
     response = await client.get(ME, headers=bearer(token))
     assert response.status_code == 200, response.text
     assert response.json()["id"] == user.id
@@ -246,3 +249,88 @@ async def test_sibling_users_with_the_same_local_part_get_distinct_usernames(
     assert response.status_code == 200, response.text
     assert response.json()["email"] == "sam@other.com"
     assert response.json()["username"].startswith("sam-")
+
+
+async def test_password_change_refuses_every_token_issued_before(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    superuser = await token_user(runtime, is_superuser=True)
+    user = await token_user(runtime)
+    before = token_for(runtime, user)
+    ok = await client.get(ME, headers=bearer(before))
+    assert ok.status_code == 200, ok.text
+
+    changed = await client.put(
+        f"{USERS}/{user.id}",
+        json={"password": "a-brand-new-password"},
+        headers=auth(runtime, superuser),
+    )
+
+    assert changed.status_code == 200, changed.text
+    refused = await client.get(ME, headers=bearer(before))
+    assert_unauthorized(refused, "Token revoked")
+    assert refused.json()["detail"]["code"] == "token_revoked"
+    async with runtime.sessions() as session:
+        fresh = await session.get(User, user.id)
+        assert fresh is not None
+    assert (await client.get(ME, headers=auth(runtime, fresh))).status_code == 200
+
+
+async def test_deactivation_refuses_old_tokens_even_after_reactivation(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    superuser = await token_user(runtime, is_superuser=True)
+    user = await token_user(runtime)
+    before = token_for(runtime, user)
+    admin_headers = auth(runtime, superuser)
+
+    for active in (False, True):
+        answer = await client.put(
+            f"{USERS}/{user.id}", json={"is_active": active}, headers=admin_headers
+        )
+        assert answer.status_code == 200, answer.text
+
+    assert_unauthorized(await client.get(ME, headers=bearer(before)), "Token revoked")
+
+
+async def test_our_token_is_bound_to_the_user_id_not_the_email(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    superuser = await token_user(runtime, is_superuser=True)
+    user = await token_user(runtime)
+    token = token_for(runtime, user)
+
+    moved = await client.put(
+        f"{USERS}/{user.id}", json={"email": "moved@example.com"}, headers=auth(runtime, superuser)
+    )
+
+    assert moved.status_code == 200, moved.text
+    response = await client.get(ME, headers=bearer(token))
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == user.id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sub": None, "tv": None},
+        {"tv": None},
+        {"tv": "1"},
+        {"tv": True},
+        {"sub": "not-an-id"},
+        {"sub": "99999999"},
+    ],
+)
+async def test_our_token_without_user_id_or_token_version_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime, change: dict[str, Any]
+) -> None:
+    user = await token_user(runtime)
+    claims = ours(user)
+    for name, value in change.items():
+        if value is None:
+            del claims[name]
+        else:
+            claims[name] = value
+    if "sub" not in claims:
+        claims["sub"] = user.email
+    assert_unauthorized(await client.get(ME, headers=bearer(sign(claims))), "Invalid token")

@@ -79,7 +79,7 @@ async def test_login_by_email_ignores_the_email_case(
     assert me.json()["id"] == user.id
 
 
-async def test_issued_token_carries_issuer_audience_and_expiry(
+async def test_issued_token_names_the_user_by_id_and_token_version(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     user = await make_user(runtime, username="carol")
@@ -96,7 +96,8 @@ async def test_issued_token_carries_issuer_audience_and_expiry(
     assert claims["iss"] == "tollgate"
     assert claims["aud"] == "tollgate"
     assert claims["email"] == user.email
-    assert claims["sub"] == user.email
+    assert claims["sub"] == str(user.id)
+    assert claims["tv"] == user.token_version == 1
     lifetime = claims["exp"] - claims["iat"]
     assert lifetime == runtime.settings.access_token_expire_minutes * 60
     assert claims["exp"] > datetime.now(UTC).timestamp()
@@ -155,6 +156,18 @@ async def test_user_lockout_is_not_dodged_by_padding_the_username(settings: Sett
         assert_refused(await login(client, " heidi ", "wrong-password"))
         assert_throttled(await login(client, "  heidi", PASSWORD))
         assert_throttled(await login(client, "heidi", PASSWORD))
+
+
+async def test_user_lockout_is_not_doubled_by_alternating_username_and_email(
+    settings: Settings,
+) -> None:
+    limits = {"login_max_failures_per_user": 2, "login_max_failures_per_address": 100}
+    async with running(settings, **limits) as (runtime, app), client_at(app) as client:
+        user = await make_user(runtime, username="mallet")
+        assert_refused(await login(client, "mallet", "wrong-password"))
+        assert_refused(await login(client, user.email, "wrong-password"))
+        assert_throttled(await login(client, "mallet", "wrong-password"))
+        assert_throttled(await login(client, user.email.upper(), PASSWORD))
 
 
 async def test_one_address_is_locked_out_after_failures_across_usernames(

@@ -267,3 +267,33 @@ async def test_plain_user_cannot_use_the_organizations_api(
     assert [o["slug"] for o in (await client.get(ORGS, headers=headers)).json()] == ["acme"]
     assert await members_of(client, headers, org["id"]) == {}
     assert (await client.get(ORGS)).status_code == 401
+
+
+async def test_admin_adding_and_removing_members_directly_is_audited(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    admin = await token_user(runtime, username="op", role=Role.ADMIN)
+    headers = auth(runtime, admin)
+    member = await token_user(runtime, username="mike")
+    org = await create_org(client, headers)
+    path = f"{ORGS}/{org['id']}/members"
+
+    added = await client.post(path, json={"user_id": member.id}, headers=headers)
+    promoted = await client.post(
+        path, json={"user_id": member.id, "role": "admin"}, headers=headers
+    )
+    removed = await client.delete(f"{path}/{member.id}", headers=headers)
+
+    assert [added.status_code, promoted.status_code, removed.status_code] == [201, 201, 204]
+    trail = await client.get(
+        "/api/v1/audit",
+        params={"target_type": "organization", "target_id": str(org["id"])},
+        headers=headers,
+    )
+    assert trail.status_code == 200, trail.text
+    entries = [(e["action"], e["actor_user_id"], e["details"]) for e in trail.json()["entries"]]
+    assert list(reversed(entries)) == [
+        ("member_added", admin.id, {"user_id": member.id, "role": "member"}),
+        ("member_role_changed", admin.id, {"user_id": member.id, "from": "member", "to": "admin"}),
+        ("member_removed", admin.id, {"user_id": member.id}),
+    ]

@@ -7,26 +7,18 @@ from typing import Annotated
 from fastapi import Depends
 
 from tollgate.accounts import service
-from tollgate.accounts.keys import KeyStore, looks_like_key
+from tollgate.accounts.keys import KeyStore, key_store, looks_like_key
 from tollgate.accounts.models import McpAccount
 from tollgate.core.deps import RuntimeDep, SessionDep
-from tollgate.core.runtime import Runtime
 from tollgate.identity.deps import BearerToken, current_user, require
-
-
-def key_store(runtime: Runtime) -> KeyStore:
-    """The process's key store (one per runtime, so its cache is shared)."""
-    store = runtime.extras.get("key_store")
-    if not isinstance(store, KeyStore):
-        store = KeyStore(runtime.sessions, runtime.cache, runtime.settings.key_cache_ttl_seconds)
-        runtime.extras["key_store"] = store
-    return store
 
 
 def get_key_store(runtime: RuntimeDep) -> KeyStore:
     """Dependency form of :func:`key_store`."""
     return key_store(runtime)
 
+
+__all__ = ["CallerAccount", "KeyStoreDep", "account_of_caller", "get_key_store", "key_store"]
 
 KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
 

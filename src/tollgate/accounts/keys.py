@@ -13,6 +13,7 @@ from tollgate.core.cache import Cache
 from tollgate.core.crypto import hash_token, new_token
 from tollgate.core.database import utcnow
 from tollgate.core.errors import Unauthorized
+from tollgate.core.runtime import Runtime
 from tollgate.identity.models import User
 
 KEY_PREFIX = "mcp_"
@@ -140,3 +141,12 @@ def _from_cache(cached: str) -> KeyIdentity:
     if data.get("revoked"):
         raise Unauthorized("Invalid MCP key", code="invalid_key")
     return KeyIdentity(account_id=data["a"], user_id=data["u"], email=data["e"])
+
+
+def key_store(runtime: Runtime) -> KeyStore:
+    """The process's key store (one per runtime, so its cache is shared)."""
+    store = runtime.extras.get("key_store")
+    if not isinstance(store, KeyStore):
+        store = KeyStore(runtime.sessions, runtime.cache, runtime.settings.key_cache_ttl_seconds)
+        runtime.extras["key_store"] = store
+    return store

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import Integer, Select, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollgate.accounts.keys import KeyStore, NewKey, generate_key
+from tollgate.accounts.keys import KeyStore, NewKey, generate_key, key_store
 from tollgate.accounts.models import CreditTransaction, McpAccount, ToolCall, TransactionType
 from tollgate.accounts.schemas import ToolUsage, UsageSummaryResponse
 from tollgate.core.clock import first_of_next_month, month_key, start_of_day, start_of_month
 from tollgate.core.database import after_commit, database_now
 from tollgate.core.errors import BadRequest, NotFound
+from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
 from tollgate.identity.models import User
+from tollgate.identity.service import on_access_changed
 
 NOT_ENABLED_MESSAGE = "MCP is not enabled for your account. Click 'Enable MCP' to get started."
 
@@ -210,6 +213,20 @@ async def set_account_active(
     key_hash = account.mcp_key_hash
     after_commit(session, lambda: keys.revoke(key_hash) if not active else keys.forget(key_hash))
     return account
+
+
+@on_access_changed
+async def _keys_follow_their_user(
+    session: AsyncSession, runtime: Runtime, user_id: int, active: bool
+) -> None:
+    """A deactivated or deleted user's account keys are refused at once in every process
+    (a reactivated user's are looked up afresh): the same tombstone as key regeneration."""
+    keys = key_store(runtime)
+    hashes = await session.execute(
+        select(McpAccount.mcp_key_hash).where(McpAccount.user_id == user_id)
+    )
+    for key_hash in hashes.scalars():
+        after_commit(session, partial(keys.forget if active else keys.revoke, key_hash))
 
 
 async def refresh_balance(session: AsyncSession, account: McpAccount) -> McpAccount:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tollgate.broker.models import AuditLog
 from tollgate.core.database import transaction
+from tollgate.identity import organizations as orgs
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,19 @@ async def record_now(
             )
     except Exception:
         logger.exception("could not write audit row %s", action)
+
+
+@orgs.on_change
+def _record_organization_change(session: AsyncSession, change: orgs.OrgChange) -> None:
+    """Membership changes made by the identity service land in the trail like ours."""
+    record(
+        session,
+        change.action,
+        Actor(user_id=change.actor.user_id, client_address=change.actor.client_address),
+        target_type="organization",
+        target_id=change.organization_id,
+        details=change.details,
+    )
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -14,6 +15,12 @@ from tollgate.core.deps import ClientAddress, RuntimeDep, SessionDep
 from tollgate.core.errors import Forbidden
 from tollgate.identity.deps import BearerToken, current_user
 from tollgate.identity.models import User
+
+logger = logging.getLogger(__name__)
+
+AUTH_FAILURE_AUDIT_INTERVAL_SECONDS = 60
+"""At most one ``mcp_auth_failed`` row per client address and reason this often: a flood
+of bad tokens must not flood the audit trail (the rest are only counted in the log)."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,8 @@ class Principal:
 async def principal(
     token: BearerToken, session: SessionDep, runtime: RuntimeDep, address: ClientAddress
 ) -> Principal:
-    """Authenticate the bearer; failed token attempts are audited with the prefix only.
+    """Authenticate the bearer; failed token attempts are audited with the prefix only,
+    at most once per client address and reason per interval.
 
     The request's own transaction is ended before the failure is written in a transaction
     of its own: on SQLite a second writer would otherwise wait for the first.
@@ -47,18 +55,27 @@ async def principal(
         use = await tokens.authenticate(session, token)
     except tokens.TokenRefused as refused:
         await session.rollback()
-        await audit.record_now(
-            runtime.sessions,
-            "mcp_auth_failed",
-            audit.Actor(token_prefix=token[: tokens.TOKEN_VISIBLE_PREFIX], client_address=address),
-            details={"reason": refused.reason},
-        )
+        await _audit_refusal(runtime, token, address, refused.reason)
         raise
     tokens.track_use(session, runtime.cache, use.token)
     actor = audit.Actor(
         user_id=use.user.id, token_prefix=use.token.token_prefix, client_address=address
     )
     return Principal(use.user, use.token, actor)
+
+
+async def _audit_refusal(runtime: RuntimeDep, token: str, address: str, reason: str) -> None:
+    """The first refusal of an interval from this address, for this reason, gets a row."""
+    key = f"auth-failed-audited:{address}:{reason}"
+    if not await runtime.cache.add(key, "1", AUTH_FAILURE_AUDIT_INTERVAL_SECONDS):
+        logger.debug("token refused (%s) from %s; already audited this interval", reason, address)
+        return
+    await audit.record_now(
+        runtime.sessions,
+        "mcp_auth_failed",
+        audit.Actor(token_prefix=token[: tokens.TOKEN_VISIBLE_PREFIX], client_address=address),
+        details={"reason": reason},
+    )
 
 
 CallerPrincipal = Annotated[Principal, Depends(principal)]

@@ -21,15 +21,15 @@ from tollgate.broker.schemas import (
 )
 from tollgate.core.crypto import Keyring
 from tollgate.core.deps import ClientAddress, PathId, RuntimeDep, SessionDep
-from tollgate.core.errors import BadRequest, Conflict, Forbidden, NotFound
+from tollgate.core.errors import BadRequest, Forbidden, NotFound
 from tollgate.identity import organizations as orgs
-from tollgate.identity import service as users
 from tollgate.identity.deps import require
 from tollgate.identity.models import Membership, Organization, OrgRole, User
-from tollgate.identity.schemas import MemberOut
+from tollgate.identity.schemas import InvitationOut, MemberOut
 
 integrations_router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
 organizations_router = APIRouter(prefix="/api/v1/organizations", tags=["organizations"])
+invitations_router = APIRouter(prefix="/api/v1/invitations", tags=["organizations"])
 
 IntegrationUser = Annotated[User, Depends(require("integrations.manage"))]
 OrgUser = Annotated[User, Depends(require("organizations.create"))]
@@ -37,6 +37,10 @@ OrgUser = Annotated[User, Depends(require("organizations.create"))]
 
 def _actor(user: User, address: str) -> audit.Actor:
     return audit.Actor(user_id=user.id, client_address=address)
+
+
+def _org_actor(user: User, address: str) -> orgs.OrgActor:
+    return orgs.OrgActor(user_id=user.id, client_address=address)
 
 
 async def _out(session: SessionDep, keyring: Keyring, integration: Integration) -> IntegrationOut:
@@ -229,38 +233,72 @@ async def list_members(org_id: PathId, user: OrgUser, session: SessionDep) -> li
     return [MemberOut.of(m, u) for m, u in await orgs.list_members(session, org)]
 
 
-@organizations_router.post("/{org_id}/members", response_model=MemberOut, status_code=201)
-async def add_member(
+@organizations_router.post("/{org_id}/members", response_model=InvitationOut, status_code=202)
+async def invite_member(
     org_id: PathId, body: MemberInvite, user: OrgUser, session: SessionDep, address: ClientAddress
-) -> MemberOut:
-    """Add a user by id or email. Owners and admins; only owners make owners."""
+) -> InvitationOut:
+    """Invite a user by id or email; they join only once they accept. The answer shows the
+    invitee only as given, the same whether or not such a user exists. Owners and admins;
+    only owners invite owners."""
     org = await orgs.get_organization(session, org_id)
     manager = await integrations.require_member(session, org_id, user, manage=True)
     _check_role_grant(manager, body.role)
-    target = await _invitee(session, body)
-    if await orgs.find_membership(session, org_id, target.id) is not None:
-        raise Conflict("This user is a member already", code="already_member")
-    membership, member = await orgs.add_member(session, org, target.id, body.role)
-    audit.record(
-        session,
-        "member_added",
-        _actor(user, address),
-        target_type="organization",
-        target_id=org_id,
-        details={"user_id": member.id, "role": membership.role},
+    invitee = orgs.Invitee(user_id=body.user_id, email=body.email)
+    invitation = await orgs.invite(session, org, invitee, body.role, by=_org_actor(user, address))
+    return InvitationOut.of(invitation, org)
+
+
+@organizations_router.get("/{org_id}/invitations", response_model=list[InvitationOut])
+async def list_invitations(
+    org_id: PathId, user: OrgUser, session: SessionDep
+) -> list[InvitationOut]:
+    """The organization's pending invitations. Owners and admins."""
+    org = await orgs.get_organization(session, org_id)
+    await integrations.require_member(session, org_id, user, manage=True)
+    return [InvitationOut.of(i, org) for i in await orgs.invitations_of(session, org)]
+
+
+@organizations_router.delete("/{org_id}/invitations/{invitation_id}", status_code=204)
+async def cancel_invitation(
+    org_id: PathId,
+    invitation_id: PathId,
+    user: OrgUser,
+    session: SessionDep,
+    address: ClientAddress,
+) -> Response:
+    """Withdraw a pending invitation. Owners and admins."""
+    org = await orgs.get_organization(session, org_id)
+    await integrations.require_member(session, org_id, user, manage=True)
+    await orgs.cancel_invitation(session, org, invitation_id, by=_org_actor(user, address))
+    return Response(status_code=204)
+
+
+@invitations_router.get("", response_model=list[InvitationOut])
+async def my_invitations(user: OrgUser, session: SessionDep) -> list[InvitationOut]:
+    """The caller's pending invitations. JWT."""
+    return [InvitationOut.of(i, o) for i, o in await orgs.invitations_for(session, user)]
+
+
+@invitations_router.post("/{invitation_id}/accept", response_model=MyOrganization)
+async def accept_invitation(
+    invitation_id: PathId, user: OrgUser, session: SessionDep, address: ClientAddress
+) -> MyOrganization:
+    """Join the organization that invited the caller. The invitee only."""
+    membership, org = await orgs.accept_invitation(
+        session, invitation_id, user, by=_org_actor(user, address)
     )
-    return MemberOut.of(membership, member)
+    return MyOrganization(
+        id=org.id, name=org.name, slug=org.slug, role=membership.role, created_at=org.created_at
+    )
 
 
-async def _invitee(session: SessionDep, body: MemberInvite) -> User:
-    if body.user_id is not None:
-        return await users.get_user(session, body.user_id)
-    if body.email:
-        found = await users.find_user_by_email(session, body.email)
-        if found is not None:
-            return found
-        raise NotFound("User not found", code="user_not_found")
-    raise BadRequest("Give user_id or email", code="member_not_named")
+@invitations_router.post("/{invitation_id}/decline", status_code=204)
+async def decline_invitation(
+    invitation_id: PathId, user: OrgUser, session: SessionDep, address: ClientAddress
+) -> Response:
+    """Refuse an invitation. The invitee only."""
+    await orgs.decline_invitation(session, invitation_id, user, by=_org_actor(user, address))
+    return Response(status_code=204)
 
 
 def _check_role_grant(manager: Membership | None, role: str) -> None:
@@ -278,7 +316,7 @@ async def change_member_role(
     address: ClientAddress,
 ) -> MemberOut:
     """Change a member's role. Owners and admins; only owners touch owners."""
-    org = await orgs.get_organization(session, org_id)
+    org = await orgs.get_organization(session, org_id, lock=True)
     manager = await integrations.require_member(session, org_id, user, manage=True)
     current = await orgs.find_membership(session, org_id, member_id)
     if current is None:
@@ -286,7 +324,7 @@ async def change_member_role(
     _check_role_grant(manager, body.role)
     _check_role_grant(manager, current.role)
     if current.role == OrgRole.OWNER and body.role != "owner":
-        await _keep_an_owner(session, org_id)
+        await orgs.ensure_an_owner_remains(session, org_id, member_id)
     previous = current.role
     membership, member = await orgs.add_member(session, org, member_id, body.role)
     actor = _actor(user, address)
@@ -303,23 +341,13 @@ async def change_member_role(
     return MemberOut.of(membership, member)
 
 
-async def _keep_an_owner(session: SessionDep, org_id: int) -> None:
-    owners = await session.execute(
-        select(Membership.user_id).where(
-            Membership.organization_id == org_id, Membership.role == OrgRole.OWNER
-        )
-    )
-    if len(owners.all()) <= 1:
-        raise Conflict("An organization keeps at least one owner", code="last_owner")
-
-
 @organizations_router.delete("/{org_id}/members/{member_id}", status_code=204)
 async def remove_member(
     org_id: PathId, member_id: PathId, user: OrgUser, session: SessionDep, address: ClientAddress
 ) -> Response:
     """Remove a member (or leave); their leases carrying this organization's credentials are
     revoked (by the membership hook). Owners and admins, or the member themselves."""
-    org = await orgs.get_organization(session, org_id)
+    org = await orgs.get_organization(session, org_id, lock=True)
     leaving = member_id == user.id
     manager = await integrations.require_member(session, org_id, user, manage=not leaving)
     current = await orgs.find_membership(session, org_id, member_id)
@@ -328,7 +356,7 @@ async def remove_member(
     if not leaving:
         _check_role_grant(manager, current.role)
     if current.role == OrgRole.OWNER:
-        await _keep_an_owner(session, org_id)
+        await orgs.ensure_an_owner_remains(session, org_id, member_id)
     actor = _actor(user, address)
     await orgs.remove_member(session, org, member_id)
     audit.record(

@@ -16,11 +16,17 @@ ALGORITHM = "HS256"
 
 @dataclass(frozen=True)
 class TokenClaims:
-    """What Tollgate reads from a user JWT."""
+    """What Tollgate reads from a user JWT.
 
-    email: str
+    Tokens we issue name the user by id (``sub``) and carry the user's token version
+    (``tv``); tokens from a sibling backend name the user by ``email`` (or ``sub``).
+    """
+
+    email: str | None
     display_name: str | None
     issued_by_us: bool
+    user_id: int | None = None
+    token_version: int | None = None
 
 
 def create_access_token(
@@ -29,16 +35,19 @@ def create_access_token(
     email: str,
     user_id: int,
     role: str,
+    token_version: int,
     issuer: str,
     audience: str,
     expires_in: timedelta,
 ) -> str:
-    """A signed JWT naming the user by email (``email`` and ``sub``, as seed 000 reads it)."""
+    """A signed JWT bound to the user's id and token version (``sub``, ``tv``); it keeps
+    the ``email`` claim for the seeds' backends that read it."""
     now = utc_now()
     payload = {
-        "sub": email,
+        "sub": str(user_id),
         "email": email,
         "user_id": user_id,
+        "tv": token_version,
         "role": role,
         "iss": issuer,
         "aud": audience,
@@ -49,11 +58,12 @@ def create_access_token(
 
 
 def decode_access_token(token: str, *, secret: str, issuer: str, audience: str) -> TokenClaims:
-    """Verify a user JWT and read the user's email from ``email`` or ``sub``.
+    """Verify a user JWT: ours name the user by id and token version, others by email.
 
-    Tokens we issue carry our issuer and audience and both are checked. A token from a
-    sibling backend sharing the secret (seed 000) may carry neither; if it carries one, it
-    must be ours.
+    Tokens we issue carry our issuer and audience and both are checked, and their ``sub``
+    (the user id) and ``tv`` (token version). A token from a sibling backend sharing the
+    secret (seed 000) may carry neither issuer nor audience; if it carries one, it must be
+    ours; its user is read from ``email`` or ``sub``.
     """
     try:
         payload: dict[str, Any] = jwt.decode(
@@ -71,14 +81,29 @@ def decode_access_token(token: str, *, secret: str, issuer: str, audience: str) 
     ours = payload.get("iss") == issuer
     if (ours or "aud" in payload) and audience not in _as_list(payload.get("aud", [])):
         raise Unauthorized("Invalid token", code="invalid_token")
+    display = payload.get("displayName") or payload.get("display_name")
+    display_name = display if isinstance(display, str) else None
+    if ours:
+        return _our_claims(payload, display_name)
     email = payload.get("email") or payload.get("sub")
     if not isinstance(email, str) or "@" not in email:
         raise Unauthorized("Invalid token: missing email", code="invalid_token")
-    display = payload.get("displayName") or payload.get("display_name")
+    return TokenClaims(email=email.strip().lower(), display_name=display_name, issued_by_us=False)
+
+
+def _our_claims(payload: dict[str, Any], display_name: str | None) -> TokenClaims:
+    subject, version = payload.get("sub"), payload.get("tv")
+    if not isinstance(subject, str) or not subject.isdigit() or len(subject) > 18:
+        raise Unauthorized("Invalid token", code="invalid_token")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Unauthorized("Invalid token", code="invalid_token")
+    email = payload.get("email")
     return TokenClaims(
-        email=email.strip().lower(),
-        display_name=display if isinstance(display, str) else None,
-        issued_by_us=payload.get("iss") == issuer,
+        email=email.strip().lower() if isinstance(email, str) else None,
+        display_name=display_name,
+        issued_by_us=True,
+        user_id=int(subject),
+        token_version=version,
     )
 
 

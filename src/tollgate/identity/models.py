@@ -1,4 +1,4 @@
-"""Users, organizations and memberships."""
+"""Users, organizations, memberships and invitations."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ class User(Base):
         UTCDateTime, server_default=utcnow(), onupdate=utcnow()
     )
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    token_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """Bumped when the password changes or the user is deactivated: older JWTs stop working."""
 
 
 class Organization(Base):
@@ -74,3 +76,46 @@ class Membership(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(16), default=OrgRole.MEMBER)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class InvitationStatus(enum.StrEnum):
+    """Where an invitation stands."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+
+
+class Invitation(Base):
+    """An offer to join an organization; the invitee becomes a member only by accepting it.
+
+    The invitee is named as the inviter typed it: by user id or by email, never resolved
+    at invitation time, so an invitation says nothing about whether that user exists.
+    ``invitee_user_id`` is deliberately not a foreign key for the same reason.
+    """
+
+    __tablename__ = "organization_invitations"
+    __table_args__ = (
+        CheckConstraint("role IN ('owner', 'admin', 'member')", name="role_known"),
+        CheckConstraint(
+            "status IN ('pending', 'accepted', 'declined', 'cancelled')", name="status_known"
+        ),
+        CheckConstraint(
+            "invitee_user_id IS NOT NULL OR invitee_email IS NOT NULL", name="invitee_named"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    invitee_user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    invitee_email: Mapped[str | None] = mapped_column(String(320), index=True)
+    role: Mapped[str] = mapped_column(String(16), default=OrgRole.MEMBER)
+    status: Mapped[str] = mapped_column(String(16), default=InvitationStatus.PENDING)
+    invited_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -13,6 +13,7 @@ from tollgate.core.deps import (
     PageLimit,
     PageOffset,
     PathId,
+    RuntimeDep,
     SessionDep,
     SettingsDep,
 )
@@ -74,7 +75,7 @@ async def list_users(
 
 @users_router.post("", response_model=UserOut, status_code=201)
 async def create_user(body: UserCreate, _: Superuser, session: SessionDep) -> UserOut:
-    """Create a user (an admin by default). Needs a superuser."""
+    """Create a user (a plain user unless ``role`` says otherwise). Needs a superuser."""
     user = await service.create_user(
         session,
         username=body.username,
@@ -89,7 +90,7 @@ async def create_user(body: UserCreate, _: Superuser, session: SessionDep) -> Us
 
 @users_router.put("/{user_id}", response_model=UserOut)
 async def update_user(
-    user_id: PathId, body: UserUpdate, caller: Superuser, session: SessionDep
+    user_id: PathId, body: UserUpdate, caller: Superuser, session: SessionDep, runtime: RuntimeDep
 ) -> UserOut:
     """Change a user. Needs a superuser; nobody can demote or deactivate themselves."""
     user = await service.get_user(session, user_id)
@@ -97,17 +98,20 @@ async def update_user(
         body.is_active is False or body.is_superuser is False or body.role == "user"
     ):
         raise Conflict("You cannot demote or deactivate yourself", code="cannot_demote_self")
-    user = await service.update_user(session, user, **body.model_dump(exclude_unset=True))
+    changes = body.model_dump(exclude_unset=True)
+    user = await service.update_user(session, user, runtime=runtime, **changes)
     return UserOut.model_validate(user)
 
 
 @users_router.delete("/{user_id}", status_code=204)
-async def delete_user(user_id: PathId, caller: Superuser, session: SessionDep) -> Response:
+async def delete_user(
+    user_id: PathId, caller: Superuser, session: SessionDep, runtime: RuntimeDep
+) -> Response:
     """Delete a user. Needs a superuser; nobody can delete themselves."""
     user = await service.get_user(session, user_id)
     if user.id == caller.id:
         raise Conflict("You cannot delete yourself", code="cannot_delete_self")
-    await service.delete_user(session, user)
+    await service.delete_user(session, user, runtime)
     return Response(status_code=204)
 
 
@@ -152,18 +156,22 @@ async def list_members(org_id: PathId, _: OrgAdmin, session: SessionDep) -> list
 
 @orgs_router.post("/{org_id}/members", response_model=MemberOut, status_code=201)
 async def add_member(
-    org_id: PathId, body: MemberAdd, _: OrgAdmin, session: SessionDep
+    org_id: PathId, body: MemberAdd, admin: OrgAdmin, session: SessionDep, address: ClientAddress
 ) -> MemberOut:
-    """Add a member, or change a member's role. Needs ``admin.organizations.manage``."""
+    """Add a member directly (no invitation), or change a member's role; audited.
+    Needs ``admin.organizations.manage``."""
     org = await orgs.get_organization(session, org_id)
-    membership, user = await orgs.add_member(session, org, body.user_id, body.role)
+    by = orgs.OrgActor(user_id=admin.id, client_address=address)
+    membership, user = await orgs.add_member(session, org, body.user_id, body.role, by=by)
     return MemberOut.of(membership, user)
 
 
 @orgs_router.delete("/{org_id}/members/{user_id}", status_code=204)
 async def remove_member(
-    org_id: PathId, user_id: PathId, _: OrgAdmin, session: SessionDep
+    org_id: PathId, user_id: PathId, admin: OrgAdmin, session: SessionDep, address: ClientAddress
 ) -> Response:
-    """Remove a member. Needs ``admin.organizations.manage``."""
-    await orgs.remove_member(session, await orgs.get_organization(session, org_id), user_id)
+    """Remove a member; audited. Needs ``admin.organizations.manage``."""
+    org = await orgs.get_organization(session, org_id)
+    by = orgs.OrgActor(user_id=admin.id, client_address=address)
+    await orgs.remove_member(session, org, user_id, by=by)
     return Response(status_code=204)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from tollgate.core.database import MAX_ID
-from tollgate.identity.models import Membership, User
+from tollgate.identity.models import Invitation, Membership, Organization, User
 
 Username = Annotated[
     str,
@@ -61,7 +61,7 @@ class UserCreate(BaseModel):
     email: EmailStr
     password: Password
     display_name: DisplayName | None = None
-    role: Literal["user", "admin"] = "admin"
+    role: Literal["user", "admin"] = "user"
     is_superuser: bool = False
 
 
@@ -126,4 +126,39 @@ class MemberOut(BaseModel):
             email=user.email,
             role=membership.role,
             joined_at=membership.created_at,
+        )
+
+
+class InvitationOut(BaseModel):
+    """An invitation to join an organization.
+
+    The invitee appears only as the inviter named them (``user_id`` or ``email``): nothing
+    is looked up, so an invitation never tells whether that user exists.
+    """
+
+    id: int
+    organization_id: int
+    organization_name: str
+    user_id: int | None
+    email: str | None
+    role: str
+    status: str
+    invited_by_user_id: int | None
+    created_at: datetime
+    responded_at: datetime | None
+
+    @classmethod
+    def of(cls, invitation: Invitation, org: Organization) -> InvitationOut:
+        """An invitation and its organization as one answer."""
+        return cls(
+            id=invitation.id,
+            organization_id=org.id,
+            organization_name=org.name,
+            user_id=invitation.invitee_user_id,
+            email=invitation.invitee_email,
+            role=invitation.role,
+            status=invitation.status,
+            invited_by_user_id=invitation.invited_by_user_id,
+            created_at=invitation.created_at,
+            responded_at=invitation.responded_at,
         )

@@ -4,20 +4,43 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.core.cache import Cache
 from tollgate.core.clock import utc_now
 from tollgate.core.errors import Conflict, NotFound, TooManyRequests, Unauthorized
+from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
 from tollgate.identity.jwt import TokenClaims, create_access_token
-from tollgate.identity.models import Role, User
+from tollgate.identity.models import Invitation, Role, User
 from tollgate.identity.passwords import hash_password, verify_password
+
+AccessChangedHook = Callable[[AsyncSession, Runtime, int, bool], Awaitable[object]]
+"""Called with (session, runtime, user id, still active) in the transaction that
+deactivates, reactivates or deletes a user: other parts drop what they cache for them."""
+
+_access_changed_hooks: list[AccessChangedHook] = []
+
+
+def on_access_changed(hook: AccessChangedHook) -> AccessChangedHook:
+    """Register work that must happen whenever a user is switched off, on, or deleted."""
+    if hook not in _access_changed_hooks:
+        _access_changed_hooks.append(hook)
+    return hook
+
+
+async def _access_changed(
+    session: AsyncSession, runtime: Runtime | None, user_id: int, active: bool
+) -> None:
+    if runtime is None:
+        return
+    for hook in _access_changed_hooks:
+        await hook(session, runtime, user_id, active)
 
 
 def normalise_email(email: str) -> str:
@@ -66,6 +89,7 @@ async def create_user(
         is_superuser=is_superuser,
         display_name=display_name,
         is_active=True,
+        token_version=1,
     )
     await _ensure_unique(session, user.username, user.email)
     session.add(user)
@@ -111,8 +135,13 @@ async def update_user(
     role: str | None = None,
     is_active: bool | None = None,
     is_superuser: bool | None = None,
+    runtime: Runtime | None = None,
 ) -> User:
-    """Change the given fields of ``user``."""
+    """Change the given fields of ``user``.
+
+    Switching a user off or on is announced to the access hooks (with ``runtime``), so
+    their account keys are refused (or accepted again) at once in every process.
+    """
     if email is not None and normalise_email(email) != user.email:
         await _ensure_unique(session, user.username, normalise_email(email), exclude_id=user.id)
         user.email = normalise_email(email)
@@ -120,31 +149,43 @@ async def update_user(
         user.display_name = display_name
     if password is not None:
         user.password_hash = await hash_password(password)
+        user.token_version += 1
     if role is not None:
         user.role = role
         if role != Role.ADMIN:
             user.is_superuser = False
+    switched = is_active is not None and is_active != user.is_active
     if is_active is not None:
+        if user.is_active and not is_active:
+            user.token_version += 1
         user.is_active = is_active
     if is_superuser is not None:
         user.is_superuser = is_superuser
         if is_superuser:
             user.role = Role.ADMIN
     await session.flush()
+    if switched:
+        await _access_changed(session, runtime, user.id, user.is_active)
     return user
 
 
-async def delete_user(session: AsyncSession, user: User) -> None:
-    """Remove a user and what belongs only to them."""
+async def delete_user(session: AsyncSession, user: User, runtime: Runtime | None = None) -> None:
+    """Remove a user and what belongs only to them (invitations addressed to their id too:
+    that id may be given to someone else later); with ``runtime``, their keys are refused
+    at once in every process."""
+    await _access_changed(session, runtime, user.id, False)
+    await session.execute(delete(Invitation).where(Invitation.invitee_user_id == user.id))
     await session.delete(user)
     await session.flush()
 
 
 class LoginThrottle:
-    """Counts sign-in attempts per client address and per username, through the cache.
+    """Counts sign-in attempts per client address, per login as typed and per account.
 
     Each attempt is counted before its password is checked, so concurrent guesses cannot
     all pass a check made before any of them was counted; a success takes its count back.
+    The per-account counter (by user id) is shared by every name of one account, so
+    alternating ``admin`` and ``admin@example.com`` does not double the guesses.
     """
 
     def __init__(self, cache: Cache, settings: Settings) -> None:
@@ -153,6 +194,7 @@ class LoginThrottle:
         self.limits = {
             "addr": settings.login_max_failures_per_address,
             "user": settings.login_max_failures_per_user,
+            "account": settings.login_max_failures_per_user,
         }
 
     def _keys(self, login: str, address: str) -> dict[str, str]:
@@ -162,20 +204,32 @@ class LoginThrottle:
             "user": f"login-fail:user:{login.strip().lower()}",
         }
 
+    @staticmethod
+    def _account_key(user_id: int) -> str:
+        return f"login-fail:account:{user_id}"
+
+    async def _count(self, kind: str, key: str) -> None:
+        if await self.cache.incr(key, ttl=self.window) > self.limits[kind]:
+            raise TooManyRequests(
+                "Too many failed sign-in attempts; try again later",
+                code="too_many_attempts",
+                extra={"retry_after_seconds": self.window},
+            )
+
     async def attempt(self, login: str, address: str) -> None:
         """Count one attempt; refuse it once either counter is past its limit."""
         for kind, key in self._keys(login, address).items():
-            if await self.cache.incr(key, ttl=self.window) > self.limits[kind]:
-                raise TooManyRequests(
-                    "Too many failed sign-in attempts; try again later",
-                    code="too_many_attempts",
-                    extra={"retry_after_seconds": self.window},
-                )
+            await self._count(kind, key)
 
-    async def succeeded(self, login: str, address: str) -> None:
-        """A correct password clears the username's counter and uncounts the address's try."""
+    async def attempt_account(self, user_id: int) -> None:
+        """Count one attempt at the account the login names; refuse past the limit."""
+        await self._count("account", self._account_key(user_id))
+
+    async def succeeded(self, login: str, address: str, user_id: int) -> None:
+        """A correct password clears the login's and the account's counters and uncounts
+        the address's try."""
         keys = self._keys(login, address)
-        await self.cache.delete(keys["user"])
+        await self.cache.delete(keys["user"], self._account_key(user_id))
         await self.cache.incr(keys["addr"], amount=-1, ttl=self.window)
 
 
@@ -185,10 +239,12 @@ async def authenticate(
     """The active user whose credentials these are, or Unauthorized."""
     await throttle.attempt(login, address)
     user = await find_user_by_login(session, login)
+    if user is not None:
+        await throttle.attempt_account(user.id)
     password_ok = await verify_password(password, user.password_hash if user else None)
     if user is None or not password_ok or not user.is_active:
         raise Unauthorized("Incorrect username or password", code="invalid_credentials")
-    await throttle.succeeded(login, address)
+    await throttle.succeeded(login, address, user.id)
     user.last_login_at = utc_now()
     await session.flush()
     return user
@@ -201,6 +257,7 @@ def issue_access_token(settings: Settings, user: User) -> str:
         email=user.email,
         user_id=user.id,
         role=user.role,
+        token_version=user.token_version,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         expires_in=timedelta(minutes=settings.access_token_expire_minutes),
@@ -210,23 +267,40 @@ def issue_access_token(settings: Settings, user: User) -> str:
 async def user_for_claims(session: AsyncSession, claims: TokenClaims) -> User:
     """The user a JWT names, created on first use when another backend issued the token.
 
-    Such users always start with the plain user role: a role claim from elsewhere is not
-    trusted to grant admin rights here, and a token from elsewhere never acts as an admin.
+    A token we issued names the user by id and must carry the user's current token
+    version: a password change or a deactivation bumps it, refusing every older token.
+    Users first seen in another backend's token always start with the plain user role: a
+    role claim from elsewhere is not trusted to grant admin rights here, and a token from
+    elsewhere never acts as an admin.
     """
-    user = await find_user_by_email(session, claims.email)
+    if claims.issued_by_us:
+        return await _user_of_our_token(session, claims)
+    email = claims.email or ""
+    user = await find_user_by_email(session, email)
     if user is None:
-        if claims.issued_by_us:
-            raise Unauthorized("Invalid token", code="invalid_token")
-        user = await _create_external_user(session, claims)
+        user = await _create_external_user(session, email, claims.display_name)
     if not user.is_active:
         raise Unauthorized("User is inactive", code="user_inactive")
-    if not claims.issued_by_us and (user.role == Role.ADMIN or user.is_superuser):
+    if user.role == Role.ADMIN or user.is_superuser:
         raise Unauthorized("Invalid token", code="invalid_token")
     return user
 
 
-async def _create_external_user(session: AsyncSession, claims: TokenClaims) -> User:
-    base = re.sub(r"[^a-z0-9._-]", "", claims.email.split("@")[0])[:48] or "user"
+async def _user_of_our_token(session: AsyncSession, claims: TokenClaims) -> User:
+    user = await session.get(User, claims.user_id) if claims.user_id is not None else None
+    if user is None:
+        raise Unauthorized("Invalid token", code="invalid_token")
+    if not user.is_active:
+        raise Unauthorized("User is inactive", code="user_inactive")
+    if user.token_version != claims.token_version:
+        raise Unauthorized("Token revoked", code="token_revoked")
+    return user
+
+
+async def _create_external_user(
+    session: AsyncSession, email: str, display_name: str | None
+) -> User:
+    base = re.sub(r"[^a-z0-9._-]", "", email.split("@")[0])[:48] or "user"
     username = base
     while (
         await session.execute(select(User.id).where(User.username == username))
@@ -236,12 +310,12 @@ async def _create_external_user(session: AsyncSession, claims: TokenClaims) -> U
         return await create_user(
             session,
             username=username,
-            email=claims.email,
+            email=email,
             password=None,
-            display_name=claims.display_name,
+            display_name=display_name,
         )
     except Conflict:
-        existing = await find_user_by_email(session, claims.email)
+        existing = await find_user_by_email(session, email)
         if existing is None:
             raise
         return existing
