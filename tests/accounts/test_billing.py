@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,8 +15,10 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from tests.conftest import auth, enable_account, make_user, running
-from tollgate.accounts.models import CreditTransaction, McpAccount, StripeEvent
+from tollgate.accounts import credits
+from tollgate.accounts.models import BillingGrant, CreditTransaction, McpAccount, StripeEvent
 from tollgate.app import create_app
+from tollgate.core.database import transaction
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
 from tollgate.identity.models import User
@@ -25,6 +27,10 @@ WEBHOOK = "/api/v1/billing/stripe/webhook"
 SECRET = "whsec_test"
 PERIOD_END = 1_900_000_000
 """A subscription period end (2030-03-17), well inside any test run's future."""
+PERIOD_START = PERIOD_END - 30 * 86_400
+"""The start of that period."""
+NEXT_PERIOD_START = PERIOD_END
+NEXT_PERIOD_END = PERIOD_END + 30 * 86_400
 
 
 async def _user(runtime: Runtime, **fields: Any) -> User:
@@ -62,6 +68,7 @@ def _event(
     created: int,
     tier: str = "pro",
     status: str = "active",
+    period_start: int = PERIOD_START,
     period_end: int = PERIOD_END,
 ) -> dict[str, Any]:
     """A subscription event shaped like Stripe's."""
@@ -79,6 +86,7 @@ def _event(
                 "object": "subscription",
                 "customer": "cus_123",
                 "status": status,
+                "current_period_start": period_start,
                 "current_period_end": period_end,
                 "metadata": metadata,
             }
@@ -427,3 +435,208 @@ async def test_garbage_payload_with_a_valid_signature_is_refused(
     response = await _deliver(billing_client, payload)
     assert response.status_code == 400
     assert response.json()["detail"]["code"] == "invalid_payload"
+
+
+async def _spend(runtime: Runtime, account_id: int, amount: int) -> None:
+    """Take ``amount`` credits off the account, as tool calls would."""
+    async with transaction(runtime.sessions) as session:
+        await credits.adjust(
+            session,
+            account_id,
+            -amount,
+            reason="spent in a test",
+            actor="test",
+            idempotency_key=f"spend:{account_id}:{time.monotonic_ns()}",
+        )
+
+
+async def _grants(runtime: Runtime, account_id: int) -> list[tuple[str, int, str, int]]:
+    async with runtime.sessions() as session:
+        rows = await session.execute(
+            select(BillingGrant).where(BillingGrant.account_id == account_id)
+        )
+        return [(g.subscription_id, g.period_start, g.tier, g.allocation) for g in rows.scalars()]
+
+
+async def test_subscription_update_that_changes_neither_tier_nor_period_grants_nothing(
+    billing_runtime: Runtime, billing_client: httpx.AsyncClient
+) -> None:
+    now = int(time.time())
+    account_id = await _subscribed_account(billing_runtime, billing_client, now)
+    await _spend(billing_runtime, account_id, 700)
+
+    for number in range(5):  # new event ids, the same subscription state
+        update = _event(
+            f"evt_same_{number}", "customer.subscription.updated", account_id, created=now + number
+        )
+        assert (await _deliver(billing_client, update)).json()["applied"] is True
+    replay = _event("evt_same_0", "customer.subscription.updated", account_id, created=now + 9)
+    assert (await _deliver(billing_client, replay)).json()["reason"] == "duplicate_event"
+
+    account = await _account(billing_runtime, account_id)
+    assert account.credits_balance == 300
+    assert [p.amount for p in await _purchases(billing_runtime, account_id)] == [950]
+    assert await _grants(billing_runtime, account_id) == [("sub_123", PERIOD_START, "pro", 1000)]
+    assert await _ledger_sum(billing_runtime, account_id) == 300
+
+
+async def test_upgrade_within_a_period_grants_only_the_difference_of_the_allocations(
+    billing_runtime: Runtime, billing_client: httpx.AsyncClient
+) -> None:
+    now = int(time.time())
+    account_id = await _subscribed_account(billing_runtime, billing_client, now)
+    await _spend(billing_runtime, account_id, 600)
+
+    team = _event(
+        "evt_team", "customer.subscription.updated", account_id, created=now + 1, tier="team"
+    )
+    assert (await _deliver(billing_client, team)).json()["applied"] is True
+    team_again = _event(
+        "evt_team_again", "customer.subscription.updated", account_id, created=now + 2, tier="team"
+    )
+    assert (await _deliver(billing_client, team_again)).json()["applied"] is True
+
+    account = await _account(billing_runtime, account_id)
+    assert account.credits_tier == "team"
+    assert account.credits_balance == 400 + 4000
+    assert [p.amount for p in await _purchases(billing_runtime, account_id)] == [950, 4000]
+    assert await _grants(billing_runtime, account_id) == [("sub_123", PERIOD_START, "team", 5000)]
+    assert await _ledger_sum(billing_runtime, account_id) == 4400
+
+
+async def test_downgrade_grants_nothing_and_upgrading_back_in_the_same_period_neither(
+    billing_runtime: Runtime, billing_client: httpx.AsyncClient
+) -> None:
+    now = int(time.time())
+    account_id = await _new_account(billing_runtime, billing_client)
+    created = _event(
+        "evt_team", "customer.subscription.created", account_id, created=now, tier="team"
+    )
+    assert (await _deliver(billing_client, created)).json()["applied"] is True
+    await _spend(billing_runtime, account_id, 4500)
+
+    for number, tier in enumerate(["pro", "team", "pro", "team"], start=1):
+        flip = _event(
+            f"evt_flip_{number}",
+            "customer.subscription.updated",
+            account_id,
+            created=now + number,
+            tier=tier,
+        )
+        assert (await _deliver(billing_client, flip)).json()["applied"] is True
+        assert (await _account(billing_runtime, account_id)).credits_tier == tier
+
+    assert (await _account(billing_runtime, account_id)).credits_balance == 500
+    assert [p.amount for p in await _purchases(billing_runtime, account_id)] == [4950]
+    assert await _ledger_sum(billing_runtime, account_id) == 500
+
+
+async def test_a_new_billing_period_tops_up_once(
+    billing_runtime: Runtime, billing_client: httpx.AsyncClient
+) -> None:
+    now = int(time.time())
+    account_id = await _subscribed_account(billing_runtime, billing_client, now)
+    await _spend(billing_runtime, account_id, 900)
+
+    for number in range(3):
+        renewal = _event(
+            f"evt_renewal_{number}",
+            "customer.subscription.updated",
+            account_id,
+            created=now + 1 + number,
+            period_start=NEXT_PERIOD_START,
+            period_end=NEXT_PERIOD_END,
+        )
+        assert (await _deliver(billing_client, renewal)).json()["applied"] is True
+
+    account = await _account(billing_runtime, account_id)
+    assert account.credits_balance == 1000
+    assert account.stripe_current_period_end == datetime.fromtimestamp(NEXT_PERIOD_END, UTC)
+    assert [p.amount for p in await _purchases(billing_runtime, account_id)] == [950, 900]
+    assert await _ledger_sum(billing_runtime, account_id) == 1000
+
+
+async def test_an_unpaid_period_grants_when_it_is_paid(
+    billing_runtime: Runtime, billing_client: httpx.AsyncClient
+) -> None:
+    now = int(time.time())
+    account_id = await _new_account(billing_runtime, billing_client)
+    incomplete = _event(
+        "evt_incomplete",
+        "customer.subscription.created",
+        account_id,
+        created=now,
+        status="incomplete",
+    )
+    assert (await _deliver(billing_client, incomplete)).json()["applied"] is True
+    assert await _purchases(billing_runtime, account_id) == []
+
+    paid = _event("evt_paid", "customer.subscription.updated", account_id, created=now + 1)
+    assert (await _deliver(billing_client, paid)).json()["applied"] is True
+
+    assert (await _account(billing_runtime, account_id)).credits_balance == 1000
+    assert [p.amount for p in await _purchases(billing_runtime, account_id)] == [950]
+
+
+def _updated(account_id: int, **fields: Any) -> dict[str, Any]:
+    """A subscription.updated event for ``account_id`` with top-level ``fields`` replaced."""
+    event = _event("evt_odd", "customer.subscription.updated", account_id, created=1)
+    return {**event, **fields}
+
+
+def _subscription_with(account_id: int, **fields: Any) -> dict[str, Any]:
+    """A subscription.updated event for ``account_id`` whose subscription has ``fields`` set."""
+    event = _updated(account_id)
+    event["data"]["object"].update(fields)
+    return event
+
+
+Malformed = Callable[[int], dict[str, Any] | str]
+
+MALFORMED_EVENTS: dict[str, Malformed] = {
+    "data-is-a-list": lambda a: _updated(a, data=[]),
+    "object-is-a-list": lambda a: _updated(a, data={"object": [a]}),
+    "no-data": lambda a: {"id": "evt_odd", "type": "customer.subscription.updated"},
+    "created-is-text": lambda a: _updated(a, created="yesterday"),
+    "created-is-huge": lambda a: _updated(a, created=10**20),
+    "type-is-a-list": lambda a: _updated(a, type=[]),
+    "id-is-a-number": lambda a: _updated(a, id=7),
+    "metadata-is-a-list": lambda a: _subscription_with(a, metadata=["tier", "team"]),
+    "metadata-value-is-a-number": lambda a: _subscription_with(
+        a, metadata={"tollgate_account_id": a, "tier": "team"}
+    ),
+    "items-is-text": lambda a: _subscription_with(a, items="all of them"),
+    "item-data-is-an-object": lambda a: _subscription_with(a, items={"data": {"price": "x"}}),
+    "price-is-text": lambda a: _subscription_with(a, items={"data": [{"price": "price_123"}]}),
+    "status-is-a-number": lambda a: _subscription_with(a, status=3),
+    "customer-is-a-number": lambda a: _subscription_with(a, customer=12),
+    "period-start-in-year-33658": lambda a: _subscription_with(a, current_period_start=10**12),
+    "period-start-before-1970": lambda a: _subscription_with(a, current_period_start=-1),
+    "period-end-in-year-33658": lambda a: _subscription_with(a, current_period_end=10**12),
+    "period-end-is-fractional": lambda a: _subscription_with(a, current_period_end=1.5),
+    "item-period-end-is-huge": lambda a: _subscription_with(
+        a, current_period_end=None, items={"data": [{"current_period_end": 10**30}]}
+    ),
+    "deeply-nested": lambda a: (
+        '{"id": "evt_odd", "type": "customer.subscription.updated", "data": '
+        + "[" * 100_000
+        + "]" * 100_000
+        + "}"
+    ),
+}
+"""Events a valid signature may carry that do not read as a subscription event."""
+
+
+@pytest.mark.parametrize("malformed", list(MALFORMED_EVENTS.values()), ids=list(MALFORMED_EVENTS))
+async def test_malformed_subscription_event_with_a_valid_signature_is_refused(
+    billing_runtime: Runtime, billing_client: httpx.AsyncClient, malformed: Malformed
+) -> None:
+    account_id = await _new_account(billing_runtime, billing_client)
+
+    response = await _deliver(billing_client, malformed(account_id))
+
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"]["code"] == "invalid_payload"
+    account = await _account(billing_runtime, account_id)
+    assert (account.credits_tier, account.credits_balance) == ("free", 50)
+    assert account.stripe_last_event_at is None

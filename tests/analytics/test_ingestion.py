@@ -8,9 +8,11 @@ import time
 from decimal import Decimal
 
 import httpx
+import pytest
 
 from tests.analytics.conftest import (
     EVENT_TEMPLATE,
+    WEBHOOK_SECRET,
     Person,
     ago,
     get_ok,
@@ -21,7 +23,7 @@ from tests.analytics.conftest import (
     signed_headers,
 )
 from tests.conftest import running
-from tollgate.analytics.ingest_auth import SIGNATURE_TOLERANCE_SECONDS
+from tollgate.analytics.ingest_auth import SIGNATURE_TOLERANCE_SECONDS, sign
 from tollgate.analytics.models import CostTracking, ErrorLog, PerformanceMetric, UsageEvent
 from tollgate.analytics.schemas import MAX_BATCH
 from tollgate.app import create_app
@@ -227,6 +229,28 @@ async def test_badly_signed_request_is_refused(client: httpx.AsyncClient, runtim
     assert await rows(runtime, UsageEvent) == 0
 
 
+@pytest.mark.parametrize(
+    "stamp",
+    ["abc", "1e400", "9" * 5000, "9" * 400, "-5", "5.0", "0x10", ""],
+    ids=["word", "float", "5000-digits", "400-digits", "negative", "decimal", "hex", "empty"],
+)
+async def test_signed_request_with_an_unreadable_timestamp_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime, stamp: str
+) -> None:
+    body = json.dumps(EVENT).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Tollgate-Timestamp": stamp,
+        "X-Tollgate-Signature": sign(WEBHOOK_SECRET, stamp, body),
+    }
+
+    response = await post_signed(client, "events", body, headers)
+
+    assert response.status_code == 401, response.text
+    assert response.json()["detail"]["code"] == "invalid_signature"
+    assert await rows(runtime, UsageEvent) == 0
+
+
 async def test_signed_request_with_a_stale_timestamp_is_refused(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
@@ -340,6 +364,26 @@ async def test_bad_record_is_refused_with_a_validation_error(
         detail = response.json()["detail"]
         assert detail["code"] == "validation_error"
         assert [e["loc"] for e in detail["errors"]] == [["body", field]], (kind, field)
+    assert [await rows(runtime, m) for _, _, m in KINDS] == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"],
+    ids=["year-0", "year-10000"],
+)
+async def test_record_time_outside_the_utc_calendar_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime, admin: Person, moment: str
+) -> None:
+    for kind, record, _ in KINDS:
+        response = await client.post(
+            f"/api/v1/analytics/{kind}", json={**record, "timestamp": moment}, headers=admin.headers
+        )
+
+        assert response.status_code == 422, (kind, response.text)
+        detail = response.json()["detail"]
+        assert detail["code"] == "validation_error"
+        assert [e["loc"] for e in detail["errors"]] == [["body", "timestamp"]], kind
     assert [await rows(runtime, m) for _, _, m in KINDS] == [0, 0, 0, 0]
 
 

@@ -509,3 +509,32 @@ async def test_top_tools_tell_an_average_of_zero_from_no_latency(
         {"tool": "instant", "calls": 2, "avg_latency_ms": 0.0},
         {"tool": "untimed", "calls": 1, "avg_latency_ms": None},
     ]
+
+
+OUTSIDE_UTC_CALENDAR = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+"""Times that parse, but fall outside the years 1 to 9999 once in UTC."""
+
+
+@pytest.mark.parametrize("moment", OUTSIDE_UTC_CALENDAR, ids=["before-year-1", "after-9999"])
+@pytest.mark.parametrize("kind", ["events", "metrics", "errors", "costs", "sessions"])
+async def test_time_range_outside_the_utc_calendar_is_refused(
+    client: httpx.AsyncClient, admin: Person, kind: str, moment: str
+) -> None:
+    for name in ("start", "end"):
+        response = await client.get(
+            f"/api/v1/analytics/{kind}", params={name: moment}, headers=admin.headers
+        )
+
+        assert response.status_code == 422, (name, response.text)
+        assert response.json()["detail"]["code"] == "validation_error"
+        assert [e["loc"] for e in response.json()["detail"]["errors"]] == [["query", name]]
+
+
+async def test_time_range_at_the_ends_of_the_utc_calendar_is_answered(
+    client: httpx.AsyncClient, admin: Person
+) -> None:
+    for params in ({"start": "0001-01-01T00:00:00Z"}, {"end": "9999-12-31T23:59:59Z"}):
+        response = await client.get(
+            "/api/v1/analytics/events", params=params, headers=admin.headers
+        )
+        assert response.status_code == 200, (params, response.text)

@@ -238,3 +238,29 @@ async def test_the_trail_is_append_only_in_the_database(
         await session.execute(
             text("INSERT INTO user_activity_logs (action, details) VALUES ('appended', '{}')")
         )
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "10000-01-01T00:00:00"],
+    ids=["before-year-1-in-utc", "after-year-9999-in-utc", "year-10000"],
+)
+async def test_audit_time_filter_outside_the_utc_calendar_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime, moment: str
+) -> None:
+    headers = auth(runtime, await admin(runtime))
+    for name in ("since", "until"):
+        response = await client.get(AUDIT, params={name: moment}, headers=headers)
+        assert_error(response, 422, "validation_error")
+
+
+async def test_audit_time_filter_at_the_ends_of_the_calendar_is_answered(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await full_flow(client, runtime, [])
+    headers = auth(runtime, await admin(runtime))
+    total = (await trail(client, headers))["total"]
+    assert total > 0
+    assert (await trail(client, headers, since="0001-01-01T00:00:00Z"))["total"] == total
+    assert (await trail(client, headers, until="9999-12-31T23:59:59Z"))["total"] == total
+    assert (await trail(client, headers, since="9999-12-31T23:59:59Z"))["total"] == 0

@@ -1,4 +1,5 @@
-"""MCP accounts, the credits ledger, tool-call records and processed billing events."""
+"""MCP accounts, the credits ledger, tool-call records, processed billing events and the
+credits granted per billing period."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -31,10 +33,12 @@ class TransactionType(enum.StrEnum):
 
 
 class CallStatus(enum.StrEnum):
-    """Where a tool call stands: charged and waiting for its outcome, or settled."""
+    """Where a tool call stands: charged and waiting for its outcome, settled, or cancelled."""
 
     PENDING = "pending"
     SETTLED = "settled"
+    CANCELLED = "cancelled"
+    """The client cancelled the call before its answer: refunded."""
 
 
 class McpAccount(Base):
@@ -137,3 +141,31 @@ class StripeEvent(Base):
         ForeignKey("mcp_accounts.id", ondelete="SET NULL")
     )
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+
+
+class BillingGrant(Base):
+    """The credits one subscription's billing period has been granted: one row per period.
+
+    ``allocation`` is the tier allocation the period's grants cover so far: an upgrade within
+    the period grants only what the new tier's allocation adds to it; anything else, nothing.
+    """
+
+    __tablename__ = "billing_grants"
+    __table_args__ = (
+        UniqueConstraint(
+            "subscription_id", "period_start", name="uq_billing_grants_subscription_period"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("mcp_accounts.id", ondelete="CASCADE"), index=True
+    )
+    subscription_id: Mapped[str] = mapped_column(String(100))
+    period_start: Mapped[int] = mapped_column(BigInteger)
+    tier: Mapped[str] = mapped_column(String(32))
+    allocation: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=utcnow(), onupdate=utcnow()
+    )

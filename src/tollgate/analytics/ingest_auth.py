@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from typing import Annotated
 
@@ -29,6 +30,10 @@ SIGNATURE_TOLERANCE_SECONDS = 300
 TIMESTAMP_HEADER = "x-tollgate-timestamp"
 SIGNATURE_HEADER = "x-tollgate-signature"
 
+TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,12}")
+"""Unix seconds in ASCII digits: twelve reach the year 33658, far past any fresh request, and
+keep ``int()`` and the clock arithmetic away from numbers too big to convert."""
+
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The signature header value for ``body`` sent at ``timestamp``."""
@@ -42,7 +47,7 @@ async def check_signature(request: Request, settings: Settings, cache: Cache) ->
     signature = request.headers.get(SIGNATURE_HEADER, "")
     if not settings.mcp_webhook_secret:
         raise Unauthorized("Signed ingestion is not configured", code="signature_not_configured")
-    if not timestamp.isdigit():
+    if not TIMESTAMP_PATTERN.fullmatch(timestamp):
         raise Unauthorized("Missing or invalid timestamp", code="invalid_signature")
     if abs(time.time() - int(timestamp)) > SIGNATURE_TOLERANCE_SECONDS:
         raise Unauthorized("Stale request timestamp", code="stale_signature")

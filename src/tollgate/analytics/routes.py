@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response, WebSocket
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AwareDatetime
 
 from tollgate.analytics import service
 from tollgate.analytics.ingest_auth import Ingestor
@@ -29,6 +28,7 @@ from tollgate.analytics.schemas import (
     SessionOut,
     Stored,
 )
+from tollgate.core.clock import UTCMoment
 from tollgate.core.database import after_commit
 from tollgate.core.deps import PageLimit, PageOffset, PathId, RuntimeDep, SessionDep
 from tollgate.core.metrics import REGISTRY
@@ -40,8 +40,8 @@ metrics_router = APIRouter(tags=["metrics"])
 
 Reader = Annotated[User, Depends(require("analytics.read"))]
 Writer = Annotated[User, Depends(require("analytics.write"))]
-Start = Annotated[AwareDatetime | None, Query(description="From this time (inclusive)")]
-End = Annotated[AwareDatetime | None, Query(description="Until this time (exclusive)")]
+Start = Annotated[UTCMoment | None, Query(description="From this time (inclusive)")]
+End = Annotated[UTCMoment | None, Query(description="Until this time (exclusive)")]
 Hours = Annotated[int, Query(ge=1, le=24 * 366, description="Period in hours")]
 Filter = Annotated[str | None, Query(max_length=200)]
 

@@ -6,7 +6,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from tollgate.core.clock import UTCMoment
 
 Short = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00]*$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00]*$")]
@@ -24,7 +26,7 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timestamp: AwareDatetime | None = None
+    timestamp: UTCMoment | None = None
     session_id: Short | None = None
     event_type: Name = "tool_call"
     tool_name: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] | None = (
@@ -42,7 +44,7 @@ class MetricIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timestamp: AwareDatetime | None = None
+    timestamp: UTCMoment | None = None
     metric_name: Short
     metric_value: float = Field(allow_inf_nan=False, ge=-1e15, le=1e15)
     metric_unit: Annotated[str, StringConstraints(max_length=32)] | None = None
@@ -54,7 +56,7 @@ class ErrorIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timestamp: AwareDatetime | None = None
+    timestamp: UTCMoment | None = None
     error_type: Short
     error_message: Text
     stack_trace: Text | None = None
@@ -71,7 +73,7 @@ class CostIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timestamp: AwareDatetime | None = None
+    timestamp: UTCMoment | None = None
     service_name: Name
     operation_type: Name | None = None
     tokens_used: int | None = Field(default=None, ge=0, le=2**31 - 1)

@@ -29,6 +29,7 @@ from tollgate.broker.schemas import (
     TokenCreated,
     TokenOut,
 )
+from tollgate.core.clock import UTCMomentOrNaive
 from tollgate.core.database import database_now
 from tollgate.core.deps import (
     ClientAddress,
@@ -231,8 +232,8 @@ async def search_audit(
     actor_user_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     target_type: Annotated[str | None, Query(max_length=32)] = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UTCMomentOrNaive | None = None,
+    until: UTCMomentOrNaive | None = None,
     limit: PageLimit = 100,
     offset: PageOffset = 0,
 ) -> AuditPage:
@@ -242,14 +243,8 @@ async def search_audit(
         actor_user_id=actor_user_id,
         target_type=target_type,
         target_id=target_id,
-        since=_aware(since),
-        until=_aware(until),
+        since=since,
+        until=until,
     )
     total, rows = await audit.search(session, where, limit=limit, offset=offset)
     return AuditPage(total=total, entries=[AuditEntry.model_validate(r) for r in rows])
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
