@@ -127,9 +127,7 @@ def check_address_rules(settings: Settings, target: Target) -> None:
         )
 
 
-async def _own_endpoints(
-    settings: Settings, served_at: tuple[str, int] | None
-) -> list[tuple[str, int]]:
+def _own_endpoints(settings: Settings, served_at: tuple[str, int] | None) -> list[tuple[str, int]]:
     own = [(settings.host, settings.port)]
     if served_at is not None:
         own.append(served_at)
@@ -159,7 +157,7 @@ async def check_not_self(
 ) -> None:
     """Refuse a target that is this server: its public URL, its listening address (from the
     settings, or the socket a request came in on), or a loopback address on its port."""
-    for host, port in await _own_endpoints(settings, served_at):
+    for host, port in _own_endpoints(settings, served_at):
         if await _is_own(target, host, port):
             raise UpstreamIsSelf()
 
