@@ -40,7 +40,7 @@ from tollgate.core.settings import Settings
 from tollgate.identity.models import Role
 
 SETTLE_DEADLINE_SECONDS = 10.0
-"""Settlement is batched off the request path; it lands well within this."""
+"""A call is settled before its answer; one cut short (cancelled) lands well within this."""
 
 
 @dataclass
@@ -174,7 +174,8 @@ async def balance(runtime: Runtime, account_id: int) -> int:
 
 
 async def wait_settled(runtime: Runtime, account_id: int) -> list[ToolCall]:
-    """The account's calls once none is pending (bounded wait; settlement is batched)."""
+    """The account's calls once none is pending (bounded wait: a cancelled call is settled
+    as the gateway notices the cancellation)."""
     deadline = asyncio.get_running_loop().time() + SETTLE_DEADLINE_SECONDS
     while True:
         async with runtime.sessions() as session:
@@ -187,7 +188,7 @@ async def wait_settled(runtime: Runtime, account_id: int) -> list[ToolCall]:
                     )
                 ).scalars()
             )
-        if all(r.status == CallStatus.SETTLED for r in rows):
+        if all(r.status != CallStatus.PENDING for r in rows):
             return rows
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"calls still pending: {[r.request_id for r in rows]}")

@@ -1,6 +1,8 @@
-"""Killing the server in the middle of tool calls and starting it again leaves no charge
-without a record, no record without its ledger row, and nothing pending: the calls the dead
-process left behind are settled at the next start as refunded backend errors."""
+"""Killing the server in the middle of tool calls and starting it again keeps the rule: every
+call whose result a client received is charged exactly once, every call that never answered
+is refunded, and the ledger sums to the balance. No charge without a record, no record
+without its ledger row, nothing pending: the calls the dead process left behind (they never
+answered) are settled at the next start as refunded backend errors."""
 
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ from tollgate.core.settings import Settings
 from tollgate.identity.models import Role
 
 CALLS_PER_ERA = 10
+FAST_CALLS_PER_ERA = 10
+"""Calls answered just before the kill: their outcomes must already be durable."""
 SLOW_SECONDS = 3
 """Long enough that every call is still running upstream when the server is killed."""
 
@@ -118,6 +122,23 @@ async def slow_calls(url: str, key: str, mode: str, outcomes: list[Any]) -> None
         outcomes.append(exc)
 
 
+async def fast_calls(url: str, key: str, mode: str, answered: list[str]) -> None:
+    """``FAST_CALLS_PER_ERA`` concurrent echo calls on one client; the texts answered."""
+
+    async def one(client: Any, number: int) -> None:
+        text = f"{mode}-{number}"
+        result = await client.call_tool("echo__echo", {"text": text})
+        assert text_of(result) == text
+        answered.append(text)
+
+    async with (
+        mcp_client_at(f"{url}/mcp", key, mode) as client,
+        anyio.create_task_group() as group,
+    ):
+        for number in range(FAST_CALLS_PER_ERA):
+            group.start_soon(one, client, number)
+
+
 async def ledger_and_records(runtime: Runtime, account_id: int) -> dict[str, Any]:
     """What the books say for one account."""
     async with runtime.sessions() as session:
@@ -158,7 +179,9 @@ async def assert_books_agree(runtime: Runtime, account_id: int) -> list[ToolCall
     books = await ledger_and_records(runtime, account_id)
     assert books["charges"] == {f"tool_call:{r.request_id}" for r in records}
     assert books["refunds"] == {
-        f"refund:{r.request_id}" for r in records if r.is_backend_error and not r.credits_charged
+        f"refund:{r.request_id}"
+        for r in records
+        if r.status != CallStatus.PENDING and not r.credits_charged
     }
     assert books["sum"] == await balance(runtime, account_id)
     return records
@@ -193,15 +216,29 @@ async def test_killed_server_leaves_no_charge_without_record_and_settles_at_rest
                     return len(pending) == 2 * CALLS_PER_ERA
 
                 await eventually(all_in_flight, "every slow call is charged", IN_FLIGHT_SECONDS)
+                answered: list[str] = []
+                async with anyio.create_task_group() as fast:
+                    for mode in ("legacy", "2026-07-28"):
+                        fast.start_soon(fast_calls, url, member.key, mode, answered)
+                # The last answers just arrived: kill before anything else can happen.
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=10)
 
         assert outcomes
         assert not [o for o in outcomes if isinstance(o, types.CallToolResult)]
+        assert len(answered) == 2 * FAST_CALLS_PER_ERA
+        answered_calls = 3 + len(answered)
         before = await assert_books_agree(runtime, member.account_id)
+        # What a client received was settled before it was sent: the dead process left
+        # only the calls that never answered pending.
+        echoed = [r for r in before if r.tool_name == "echo__echo"]
+        assert [(r.status, r.success, r.credits_charged) for r in echoed] == [
+            (CallStatus.SETTLED, True, 1)
+        ] * answered_calls
         pending = [r for r in before if r.status == CallStatus.PENDING]
+        assert {r.tool_name for r in pending} == {"echo__slow"}
         assert len(pending) == 2 * CALLS_PER_ERA
-        assert await balance(runtime, member.account_id) == 100 - 3 - 2 * CALLS_PER_ERA
+        assert await balance(runtime, member.account_id) == 100 - answered_calls - 2 * CALLS_PER_ERA
         # The dead process's heartbeat would lapse within a TTL; let it lapse now.
         for instance_id in {r.instance_id for r in pending}:
             await runtime.cache.delete(f"instance:{instance_id}")
@@ -227,8 +264,11 @@ async def test_killed_server_leaves_no_charge_without_record_and_settles_at_rest
                 True,
                 0,
             )
-        assert len(final) == 3 + 2 * CALLS_PER_ERA + 1
+        charged = [r for r in after if r.credits_charged]
+        assert {r.request_id for r in charged} == {r.request_id for r in echoed}
+        assert all(r.status == CallStatus.SETTLED and r.success for r in charged)
+        assert len(final) == answered_calls + 2 * CALLS_PER_ERA + 1
         await assert_books_agree(runtime, member.account_id)
-        assert await balance(runtime, member.account_id) == 100 - 3 - 1
+        assert await balance(runtime, member.account_id) == 100 - answered_calls - 1
     finally:
         await runtime.close()

@@ -1,8 +1,10 @@
 """Tool-call records: reserved with their charge, settled with their outcome.
 
 The gateway reserves a call (charge + pending record, one short transaction) before calling
-the upstream, and settles it afterwards. A backend failure is refunded; a tool's own error
-is not. A call left pending by a crash is settled at the next start as a backend error.
+the upstream, and settles it afterwards, before the answer is sent. A backend failure is
+refunded; a tool's own error is not; a call the client cancelled is refunded and recorded as
+``cancelled``. A call left pending by a crash never answered: it is settled at the next start
+as a refunded backend error.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from tollgate.core.database import utcnow
 ABANDONED_ERROR_CODE = "abandoned"
 """Error code of calls found pending at start-up: the process died while they ran."""
 
+CANCELLED_ERROR_CODE = "cancelled"
+"""Error code of calls the client cancelled before their answer."""
+
 
 @dataclass(frozen=True)
 class CallOutcome:
@@ -30,6 +35,12 @@ class CallOutcome:
     is_backend_error: bool = False
     error_code: str | None = None
     latency_ms: float | None = None
+    cancelled: bool = False
+
+    @property
+    def refunded(self) -> bool:
+        """A backend failure, or a call cancelled before its answer, costs nothing."""
+        return self.is_backend_error or self.cancelled
 
 
 async def reserve_call(
@@ -65,16 +76,19 @@ async def reserve_call(
 
 
 async def settle_call(session: AsyncSession, outcome: CallOutcome) -> bool:
-    """Record a pending call's outcome, refunding a backend error. False if not pending."""
+    """Record a pending call's outcome, refunding a backend error or a cancelled call.
+
+    False if the call was not pending (settled already: nothing changes).
+    """
     values: dict[str, object] = {
-        "status": CallStatus.SETTLED,
+        "status": CallStatus.CANCELLED if outcome.cancelled else CallStatus.SETTLED,
         "success": outcome.success,
         "is_backend_error": outcome.is_backend_error,
         "error_code": outcome.error_code,
         "latency_ms": outcome.latency_ms,
         "settled_at": utcnow(),
     }
-    if outcome.is_backend_error:
+    if outcome.refunded:
         values["credits_charged"] = 0
     settled = await session.execute(
         update(ToolCall)
@@ -84,7 +98,7 @@ async def settle_call(session: AsyncSession, outcome: CallOutcome) -> bool:
     )
     if settled.first() is None:
         return False
-    if outcome.is_backend_error:
+    if outcome.refunded:
         await credits.refund(session, outcome.request_id, reason=outcome.error_code or "backend")
     return True
 

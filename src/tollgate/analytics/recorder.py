@@ -30,6 +30,9 @@ BATCH_WINDOW_SECONDS = 0.05
 
 LATENCY_METRIC = "tool_call_latency_ms"
 
+CANCELLED_ERROR_CODE = "cancelled"
+"""The error code of a call its client cancelled: neither the tool's failure nor a backend's."""
+
 TOOL_NAME_LENGTH = 200
 """What the ``tool_name`` columns hold: a longer name (a data request names its model freely)
 is cut to fit, or the whole batch would fail where the database enforces lengths."""
@@ -95,11 +98,14 @@ class Recorder:
 
     def observe(self, event: CallEvent) -> None:
         """The gateway's observer hook: count it for Prometheus and queue it."""
-        failure = "backend_error" if event.is_backend_error else "tool_error"
+        if event.error_code == CANCELLED_ERROR_CODE:
+            kind, failure = "cancelled", "cancelled"
+        else:
+            kind = "backend" if event.is_backend_error else "tool"
+            failure = f"{kind}_error"
         TOOL_CALLS.labels(event.upstream, event.tool, "ok" if event.success else failure).inc()
         TOOL_CALL_SECONDS.labels(event.upstream, event.tool).observe(event.latency_ms / 1000)
         if not event.success:
-            kind = "backend" if event.is_backend_error else "tool"
             TOOL_CALL_ERRORS.labels(event.upstream, event.tool, kind).inc()
         if event.credits:
             CREDITS_CHARGED.inc(event.credits)

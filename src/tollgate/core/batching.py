@@ -16,8 +16,10 @@ T = TypeVar("T")
 class BatchWriter(Generic[T]):
     """Collects items (never waiting) and hands them to ``write`` in batches.
 
-    A batch closes when it holds ``size`` items or ``window`` seconds after its first item.
-    Stopping writes what is queued.
+    A batch closes when it holds ``size`` items or ``window`` seconds after its first item;
+    with a window of 0 it takes what queued while the previous batch was written (a group
+    commit: one write at low load, many items per write at high load). Stopping writes what
+    is queued.
     """
 
     def __init__(
@@ -56,6 +58,11 @@ class BatchWriter(Generic[T]):
     async def _next_batch(self) -> list[T]:
         loop = asyncio.get_running_loop()
         batch = [await self._queue.get()]
+        while len(batch) < self._size:  # what queued while the last batch was written
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
         deadline = loop.time() + self._window
         while len(batch) < self._size and (timeout := deadline - loop.time()) > 0:
             try:

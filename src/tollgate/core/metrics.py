@@ -15,7 +15,7 @@ TOOL_CALLS = Counter(
 )
 TOOL_CALL_ERRORS = Counter(
     "tollgate_tool_call_errors",
-    "Failed tool calls, by upstream, tool and kind (tool or backend)",
+    "Failed tool calls, by upstream, tool and kind (tool, backend or cancelled)",
     ["upstream", "tool", "kind"],
     registry=REGISTRY,
 )

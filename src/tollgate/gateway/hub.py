@@ -1,8 +1,9 @@
 """The gateway at run time: upstream sessions, the catalogue, and the metered call path.
 
 ``tools/call``: rate limit per key -> reserve the credits and record the pending call (one
-short transaction) -> call the upstream over a pooled session -> hand the outcome to the
-settler (batched, off the request path) and to the observers.
+short transaction) -> call the upstream over a pooled session -> settle the outcome (a group
+commit shared with concurrent calls) before the answer is released -> tell the observers.
+A call the client cancels is settled at once as refunded and ``cancelled``.
 """
 
 from __future__ import annotations
@@ -313,19 +314,36 @@ class Gateway:
         self, call: ToolCall, connection: UpstreamConnection
     ) -> types.CallToolResult:
         started = time.perf_counter()
-        result, error_code = await self._call_upstream(call, connection)
+        try:
+            result, error_code = await self._call_upstream(call, connection)
+        except anyio.get_cancelled_exc_class():
+            # The client cancelled (or went away): it never gets an answer, so the call is
+            # refunded now rather than left pending until a restart.
+            with anyio.CancelScope(shield=True):
+                await self._settle(call, started, calls.CANCELLED_ERROR_CODE, cancelled=True)
+            raise
+        with anyio.CancelScope(shield=True):  # the outcome is durable before the answer
+            await self._settle(call, started, error_code)
+        return result
+
+    async def _settle(
+        self, call: ToolCall, started: float, error_code: str | None, *, cancelled: bool = False
+    ) -> None:
+        """Commit the call's outcome (it must be durable before the answer is released),
+        then tell the observers."""
         latency_ms = (time.perf_counter() - started) * 1000
-        backend = error_code is not None and error_code != "tool_error"
+        backend = error_code is not None and error_code != "tool_error" and not cancelled
         success = error_code is None
-        self.settler.submit(
-            calls.CallOutcome(
-                request_id=call.request_id,
-                success=success,
-                is_backend_error=backend,
-                error_code=error_code,
-                latency_ms=round(latency_ms, 3),
-            )
+        outcome = calls.CallOutcome(
+            request_id=call.request_id,
+            success=success,
+            is_backend_error=backend,
+            error_code=error_code,
+            latency_ms=round(latency_ms, 3),
+            cancelled=cancelled,
         )
+        if not await self.settler.settle(outcome):
+            logger.error("call %s answered with its outcome not recorded", call.request_id)
         self.observers.emit(
             ToolCallEvent(
                 request_id=call.request_id,
@@ -333,7 +351,7 @@ class Gateway:
                 user_id=call.caller.user_id,
                 upstream=call.entry.upstream,
                 tool=call.name,
-                credits=0 if backend else call.entry.price,
+                credits=0 if outcome.refunded else call.entry.price,
                 success=success,
                 is_backend_error=backend,
                 error_code=error_code,
@@ -342,7 +360,6 @@ class Gateway:
                 session_id=call.session_id,
             )
         )
-        return result
 
     async def _call_upstream(
         self, call: ToolCall, connection: UpstreamConnection
