@@ -12,6 +12,7 @@ from uuid import uuid4
 import pytest
 
 from tollgate.core.cache import (
+    SUBSCRIBER_QUEUE_LIMIT,
     Cache,
     LockNotAcquired,
     MemoryCache,
@@ -338,6 +339,20 @@ async def test_messages_arrive_in_publish_order(cache: Cache) -> None:
                     break
 
     assert received == ["0", "1", "2", "3", "4"]
+
+
+async def test_subscriber_that_never_reads_keeps_only_the_newest_messages() -> None:
+    memory = MemoryCache(f"test:{uuid4().hex}:")
+    published = SUBSCRIBER_QUEUE_LIMIT + 500
+    async with memory.subscribe("live") as messages:
+        for n in range(published):
+            await memory.publish("live", str(n))
+
+        received = [await _next_message(messages) for _ in range(SUBSCRIBER_QUEUE_LIMIT)]
+        await memory.publish("live", "after")
+
+        assert await _next_message(messages) == "after"
+    assert received == [str(n) for n in range(500, published)]
 
 
 async def test_subscriber_receives_only_its_own_channel(cache: Cache) -> None:

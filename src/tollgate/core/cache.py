@@ -203,6 +203,11 @@ class Cache(Protocol):
         ...
 
 
+SUBSCRIBER_QUEUE_LIMIT = 1000
+"""Messages kept for one in-memory subscriber that does not read: past it the oldest are
+dropped, so a stalled reader never grows memory (Redis bounds its own pub/sub buffers)."""
+
+
 class _QueueMessages:
     """Async iterator over the messages delivered to one in-memory subscriber."""
 
@@ -329,13 +334,15 @@ class MemoryCache:
     async def publish(self, channel: str, message: str) -> None:
         """Send ``message`` to every current subscriber of ``channel``."""
         for queue in self._subscribers.get(self.prefix + channel, ()):
+            if queue.full():
+                queue.get_nowait()
             queue.put_nowait(message)
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
         """Subscribe to ``channel``; the subscription is live once the context is entered."""
         full_channel = self.prefix + channel
-        queue: asyncio.Queue[str] = asyncio.Queue()
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=SUBSCRIBER_QUEUE_LIMIT)
         self._subscribers.setdefault(full_channel, set()).add(queue)
         try:
             yield _QueueMessages(queue)
