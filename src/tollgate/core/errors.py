@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -150,9 +151,20 @@ async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "Internal server error")
 
 
+async def _cache_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    logger.error("cache unreachable: %s", type(exc).__name__)
+    return error_response(
+        503,
+        "cache_unavailable",
+        "The cache is unreachable; try again shortly",
+        {"Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error the same JSON shape."""
     app.add_exception_handler(TollgateError, _tollgate_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RedisError, _cache_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

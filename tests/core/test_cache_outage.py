@@ -1,0 +1,75 @@
+"""A Redis outage while serving: a clear 503, never a 500."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import PASSWORD, REQUIRE_SERVICES, make_user, running
+from tollgate.app import create_app
+from tollgate.core.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and process.poll() is None:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    pytest.fail("the private redis-server did not come up")
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own, which the test may stop."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("redis-server is required in this run")
+        pytest.skip("needs redis-server on PATH")
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(port, process)
+        yield f"redis://127.0.0.1:{port}/0", process
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_request_needing_the_cache_while_redis_is_down_is_a_503(
+    settings: Settings, private_redis: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    url, redis_process = private_redis
+    application = create_app(settings.model_copy(update={"redis_url": url}), configure_logs=False)
+    async with running(application) as app:
+        user = await make_user(app.state.runtime)
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            form = {"username": user.username, "password": PASSWORD}
+            assert (await http.post("/api/v1/auth/login", data=form)).status_code == 200
+
+            redis_process.kill()
+            redis_process.wait()
+            response = await http.post("/api/v1/auth/login", data=form)
+
+    assert response.status_code == 503
+    assert response.json()["detail"]["code"] == "cache_unavailable"
+    assert response.headers["retry-after"] == "5"
