@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -21,11 +22,22 @@ START_TIMEOUT_SECONDS = 30.0
 TOLLGATE = str(Path(sys.executable).with_name("tollgate"))
 
 
+FIXED_PORTS = range(20000, 32000)
+"""Where servers started by tests listen: below the kernel's ephemeral range (32768 and up), so
+a port chosen now cannot be taken, before the server binds it, by a listener on port 0 (a
+server's internal listener) or by an outgoing connection."""
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port below the ephemeral range that nobody listens on right now."""
+    for port in random.sample(FIXED_PORTS, 50):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def server_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -12,15 +12,9 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, REQUIRE_SERVICES, make_user, running
+from tests.live import free_port
 from tollgate.app import create_app
 from tollgate.core.settings import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -41,7 +35,7 @@ def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         if REQUIRE_SERVICES:
             pytest.fail("redis-server is required in this run")
         pytest.skip("needs redis-server on PATH")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,

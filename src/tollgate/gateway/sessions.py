@@ -18,7 +18,8 @@ import asyncio
 import hashlib
 import hmac
 import logging
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import anyio
@@ -261,19 +262,33 @@ async def _relay(response: httpx.Response, receive: Receive, send: Send) -> None
         group.cancel_scope.cancel()
 
 
+@contextmanager
+def _access_log_kept() -> Iterator[None]:
+    """Keep the process's access log as it is: a ``uvicorn.Config`` with ``access_log=False``
+    also silences the shared ``uvicorn.access`` logger, so the public listener's too."""
+    access = logging.getLogger("uvicorn.access")
+    handlers, propagate = list(access.handlers), access.propagate
+    try:
+        yield
+    finally:
+        access.handlers[:] = handlers
+        access.propagate = propagate
+
+
 class InternalListener:
     """A second HTTP server inside this process, on the internal address, serving the same app."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        config = uvicorn.Config(
-            app,
-            host=settings.internal_host,
-            port=settings.internal_port,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-        )
+        with _access_log_kept():
+            config = uvicorn.Config(
+                app,
+                host=settings.internal_host,
+                port=settings.internal_port,
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                proxy_headers=False,
+            )
         self.server = uvicorn.Server(config)
         self.settings = settings
         self._task: asyncio.Task[Any] | None = None
