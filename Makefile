@@ -35,13 +35,23 @@ lint: install
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
+# On CI both suites run side by side (most of their time is spent waiting on servers and
+# sockets, not on the CPU); each prints its own report when both are done.
 test: lint peers
-	@echo "== test suite on SQLite + memory cache =="
-	env -u TOLLGATE_TEST_DATABASE_URL -u TOLLGATE_TEST_REDIS_URL -u TOLLGATE_TEST_REQUIRE_SERVICES $(BIN)/pytest
 	@if [ -n "$$TOLLGATE_TEST_DATABASE_URL" ]; then \
-		echo "== test suite on PostgreSQL + Redis =="; \
-		$(BIN)/pytest; \
+		logs=$$(mktemp -d); \
+		echo "== test suites on SQLite + memory cache and on PostgreSQL + Redis, side by side =="; \
+		env -u TOLLGATE_TEST_DATABASE_URL -u TOLLGATE_TEST_REDIS_URL -u TOLLGATE_TEST_REQUIRE_SERVICES \
+			$(BIN)/pytest > $$logs/sqlite.log 2>&1 & lite=$$!; \
+		$(BIN)/pytest > $$logs/postgres.log 2>&1; postgres=$$?; \
+		wait $$lite; sqlite=$$?; \
+		echo "== test suite on SQLite + memory cache (exit $$sqlite) =="; cat $$logs/sqlite.log; \
+		echo "== test suite on PostgreSQL + Redis (exit $$postgres) =="; cat $$logs/postgres.log; \
+		rm -rf $$logs; \
+		[ $$sqlite -eq 0 ] && [ $$postgres -eq 0 ]; \
 	else \
+		echo "== test suite on SQLite + memory cache =="; \
+		env -u TOLLGATE_TEST_REDIS_URL -u TOLLGATE_TEST_REQUIRE_SERVICES $(BIN)/pytest; \
 		echo "(PostgreSQL + Redis run skipped: TOLLGATE_TEST_DATABASE_URL is not set)"; \
 	fi
 
