@@ -24,6 +24,9 @@ HELPDESK_FILE = "helpdesk.db"
 SECRETS_FILE_NAME = "secrets.json"
 """Generated secrets live beside the SQLite database, in the data directory."""
 
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+"""4 MiB: far above any JSON-RPC call or API payload, far below what exhausts memory."""
+
 GENERATED_KEY_BYTES = 32
 """256-bit secrets: the JWT HMAC key, the app secret and AES-256-GCM keys."""
 
@@ -125,6 +128,13 @@ class Settings(BaseSettings):
     )
     key_rate_limit_per_minute: int = Field(
         default=600, ge=1, validation_alias="TOLLGATE_KEY_RATE_LIMIT_PER_MINUTE"
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1,
+        validation_alias="TOLLGATE_MAX_BODY_BYTES",
+        description="Largest HTTP request body accepted; larger ones are answered 413 "
+        "`body_too_large` as soon as the length is known or the count passes it.",
     )
     public_url: str = Field(default="", validation_alias="TOLLGATE_PUBLIC_URL")
     internal_host: str = Field(
