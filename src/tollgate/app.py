@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     recorder = Recorder(runtime.sessions, runtime.cache)
     gateway.observers.attach(recorder.observe)
     data = (
-        DataAccess(settings, key_store(runtime), gateway.observers)
+        DataAccess(runtime, key_store(runtime), settler, gateway.observers)
         if settings.mcp_enabled
         else None
     )

@@ -197,7 +197,13 @@ class Settings(BaseSettings):
         ],
         validation_alias="TOLLGATE_SENSITIVE_FIELD_PATTERNS",
     )
-    data_tool_price: int = Field(default=1, ge=0, validation_alias="TOLLGATE_DATA_TOOL_PRICE")
+    data_tool_price: int = Field(
+        default=1,
+        ge=0,
+        validation_alias="TOLLGATE_DATA_TOOL_PRICE",
+        description="Credits each data tool call costs, and each `/mcp/ws` read made with an "
+        "account key; reads with the shared MCP_TOKEN (no account) are free.",
+    )
     mcp_webhook_secret: str = Field(default="", validation_alias=_env("MCP_WEBHOOK_SECRET"))
     analytics_retention_days: int = Field(
         default=30, ge=1, validation_alias="TOLLGATE_ANALYTICS_RETENTION_DAYS"
