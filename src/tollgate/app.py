@@ -23,6 +23,7 @@ from tollgate.broker import jobs as broker_jobs
 from tollgate.broker import organization_routes
 from tollgate.broker import routes as broker_routes
 from tollgate.core import health
+from tollgate.core.bodylimit import BodySizeLimit
 from tollgate.core.errors import error_response, install_error_handlers
 from tollgate.core.instances import HEARTBEAT_INTERVAL_SECONDS, heartbeat
 from tollgate.core.jobs import Scheduler
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     recorder = Recorder(runtime.sessions, runtime.cache)
     gateway.observers.attach(recorder.observe)
     data = (
-        DataAccess(settings, key_store(runtime), gateway.observers)
+        DataAccess(runtime, key_store(runtime), settler, gateway.observers)
         if settings.mcp_enabled
         else None
     )
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         debug=False,
     )
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(DBAPIError, _database_refused_value)
     for router in (
         health.router,

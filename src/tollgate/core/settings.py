@@ -24,6 +24,9 @@ HELPDESK_FILE = "helpdesk.db"
 SECRETS_FILE_NAME = "secrets.json"
 """Generated secrets live beside the SQLite database, in the data directory."""
 
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+"""4 MiB: far above any JSON-RPC call or API payload, far below what exhausts memory."""
+
 GENERATED_KEY_BYTES = 32
 """256-bit secrets: the JWT HMAC key, the app secret and AES-256-GCM keys."""
 
@@ -126,6 +129,13 @@ class Settings(BaseSettings):
     key_rate_limit_per_minute: int = Field(
         default=600, ge=1, validation_alias="TOLLGATE_KEY_RATE_LIMIT_PER_MINUTE"
     )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1,
+        validation_alias="TOLLGATE_MAX_BODY_BYTES",
+        description="Largest HTTP request body accepted; larger ones are answered 413 "
+        "`body_too_large` as soon as the length is known or the count passes it.",
+    )
     public_url: str = Field(default="", validation_alias="TOLLGATE_PUBLIC_URL")
     internal_host: str = Field(
         default="127.0.0.1",
@@ -187,7 +197,13 @@ class Settings(BaseSettings):
         ],
         validation_alias="TOLLGATE_SENSITIVE_FIELD_PATTERNS",
     )
-    data_tool_price: int = Field(default=1, ge=0, validation_alias="TOLLGATE_DATA_TOOL_PRICE")
+    data_tool_price: int = Field(
+        default=1,
+        ge=0,
+        validation_alias="TOLLGATE_DATA_TOOL_PRICE",
+        description="Credits each data tool call costs, and each `/mcp/ws` read made with an "
+        "account key; reads with the shared MCP_TOKEN (no account) are free.",
+    )
     mcp_webhook_secret: str = Field(default="", validation_alias=_env("MCP_WEBHOOK_SECRET"))
     analytics_retention_days: int = Field(
         default=30, ge=1, validation_alias="TOLLGATE_ANALYTICS_RETENTION_DAYS"

@@ -61,6 +61,33 @@ class RateLimiter:
         return True
 
 
+@dataclass(frozen=True)
+class ReadRequest:
+    """A well-formed read request (``list``, ``get`` or ``query``), checked but not yet run."""
+
+    id: str | int
+    action: str
+    model: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The reply to a read, and whether it failed on the server's side (not the request's)."""
+
+    body: dict[str, Any]
+    failed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether the read returned data."""
+        return self.body.get("status") == "ok"
+
+
+Checked = tuple[dict[str, Any] | None, ReadRequest | dict[str, Any]]
+"""The decoded message (None when it is not one), and the read to run or the refusal."""
+
+
 class Handler:
     """Answers requests against one data source."""
 
@@ -70,6 +97,13 @@ class Handler:
 
     async def handle_text(self, text: str | bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """The decoded request (None when it is not one) and the response to one frame."""
+        message, checked = self.check_text(text)
+        if isinstance(checked, ReadRequest):
+            return message, (await self.read(checked)).body
+        return message, checked
+
+    def check_text(self, text: str | bytes) -> Checked:
+        """Decode and check one frame: the read it asks for, or the error reply."""
         size = len(text.encode(errors="surrogatepass")) if isinstance(text, str) else len(text)
         if size > MAX_FRAME_BYTES:
             return None, error(f"Message too large: at most {MAX_FRAME_BYTES} bytes")
@@ -79,10 +113,17 @@ class Handler:
             return None, error("Invalid JSON")
         if not isinstance(message, dict):
             return None, error("Invalid request: expected a JSON object")
-        return message, await self.handle(message)
+        return message, self.check(message)
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         """The response to one decoded request."""
+        checked = self.check(message)
+        if isinstance(checked, ReadRequest):
+            return (await self.read(checked)).body
+        return checked
+
+    def check(self, message: dict[str, Any]) -> ReadRequest | dict[str, Any]:
+        """The read a decoded request asks for, or the error reply refusing it."""
         request_id = message.get("id")
         if (
             request_id is None
@@ -107,17 +148,18 @@ class Handler:
         params = message.get("params") or {}
         if not isinstance(params, dict):
             return error("Invalid parameter: params must be an object", request_id)
+        return ReadRequest(request_id, action, model, params)
+
+    async def read(self, request: ReadRequest) -> Answer:
+        """Run a checked read: its data, the source's refusal, or a server-side failure."""
         try:
-            return {
-                "id": request_id,
-                "status": "ok",
-                **await perform(self.source, action, model, params),
-            }
+            data = await perform(self.source, request.action, request.model, request.params)
         except DataError as refused:
-            return error(str(refused), request_id)
+            return Answer(error(str(refused), request.id))
         except Exception:
-            logger.exception("MCP %s query failed for model %s", action, model)
-            return error("Query failed", request_id)
+            logger.exception("MCP %s query failed for model %s", request.action, request.model)
+            return Answer(error("Query failed", request.id), failed=True)
+        return Answer({"id": request.id, "status": "ok", **data})
 
 
 async def perform(

@@ -23,7 +23,8 @@ POLICY_VIOLATION = 1008
 @router.websocket("/mcp/ws")
 async def data_socket(websocket: WebSocket) -> None:
     """Read-only access to whitelisted models. Off unless ``MCP_ENABLED``; the token is
-    ``MCP_TOKEN`` or an active account key, in ``X-MCP-Token`` or ``?token=``."""
+    ``MCP_TOKEN`` or an active account key, in ``X-MCP-Token`` or ``?token=``. Reads with an
+    account key are charged like the data tools; reads with ``MCP_TOKEN`` are free."""
     access: DataAccess | None = getattr(websocket.app.state, "data", None)
     await websocket.accept()
     if access is None:
@@ -49,11 +50,9 @@ async def data_socket(websocket: WebSocket) -> None:
                     websocket, f"Rate limit exceeded: {limit} requests per {RATE_WINDOW_SECONDS}s"
                 )
                 return
-            started = time.perf_counter()
             text = frame.get("text") if frame.get("text") is not None else frame.get("bytes", b"")
-            request, reply = await access.handler.handle_text(text or "")
+            reply = await access.answer(agent, text or "")
             await websocket.send_text(json.dumps(reply))
-            access.record(agent, request, reply, started)
     except WebSocketDisconnect:
         pass
     finally:
