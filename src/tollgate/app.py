@@ -15,6 +15,7 @@ from tollgate import __version__
 from tollgate.accounts import billing_routes, jobs
 from tollgate.accounts import routes as account_routes
 from tollgate.accounts.deps import key_store
+from tollgate.accounts.meter import CallMeter
 from tollgate.accounts.settlement import Settler
 from tollgate.analytics import jobs as analytics_jobs
 from tollgate.analytics import routes as analytics_routes
@@ -22,6 +23,7 @@ from tollgate.analytics.recorder import Recorder
 from tollgate.broker import jobs as broker_jobs
 from tollgate.broker import organization_routes
 from tollgate.broker import routes as broker_routes
+from tollgate.broker.deps import audit_token_refusal
 from tollgate.core import health
 from tollgate.core.bodylimit import BodySizeLimit
 from tollgate.core.errors import error_response, install_error_handlers
@@ -40,6 +42,7 @@ from tollgate.gateway.hub import Gateway
 from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
 from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
 from tollgate.identity import routes as identity_routes
+from tollgate.identity.credentials import Credentials, install_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     if configure_logs:
         configure_logging(settings.log_level, settings.log_json)
     runtime = Runtime.build(settings)
+    credentials = Credentials(runtime, key_store(runtime), audit_token_refusal(runtime))
+    install_credentials(runtime, credentials)
     settler = Settler(runtime.sessions)
     gateway = Gateway(runtime, settler)
     endpoint = McpEndpoint(gateway)
@@ -63,7 +68,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     recorder = Recorder(runtime.sessions, runtime.cache)
     gateway.observers.attach(recorder.observe)
     data = (
-        DataAccess(runtime, key_store(runtime), settler, gateway.observers)
+        DataAccess(
+            settings,
+            credentials,
+            CallMeter(runtime.sessions, settler, runtime.instance_id),
+            gateway.observers.emit,
+        )
         if settings.mcp_enabled
         else None
     )
@@ -151,6 +161,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     session_router = SessionRouter(
         BearerGate(
             mcp_app,
+            credentials,
             key_store(runtime),
             lambda scope: _resource_metadata_url(settings, scope),
         ),

@@ -21,10 +21,11 @@ from tollgate.accounts.deps import key_store
 from tollgate.accounts.models import CreditTransaction, McpAccount, ToolCall
 from tollgate.app import create_app
 from tollgate.core.clock import start_of_day, start_of_month
+from tollgate.core.crypto import hash_token, new_token
 from tollgate.core.database import database_now, transaction
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
-from tollgate.identity.models import User
+from tollgate.identity.models import AccessToken, User
 
 NOT_ENABLED_MESSAGE = "MCP is not enabled for your account. Click 'Enable MCP' to get started."
 """Seed 000's exact text for a user without an account."""
@@ -612,3 +613,36 @@ async def test_deactivated_users_key_is_refused_by_other_process(
         refused = await other.get("/api/mcp/account", headers=bearer(key))
         assert refused.status_code == 401
         assert refused.json()["detail"]["code"] == "invalid_key"
+
+
+@pytest.mark.parametrize("issued", ["mcpt_", "mcp_ (before mcpt_)"])
+async def test_access_token_on_account_routes_is_refused_naming_both_kinds(
+    runtime: Runtime, client: httpx.AsyncClient, issued: str
+) -> None:
+    user = await _user(runtime)
+    headers = auth(runtime, user)
+    await enable_account(client, headers)
+    if issued == "mcpt_":
+        created = await client.post("/api/v1/tokens", json={"name": "server"}, headers=headers)
+        assert created.status_code == 201, created.text
+        token = created.json()["token"]
+    else:
+        token = new_token("mcp_", 40)
+        async with transaction(runtime.sessions) as session:
+            session.add(
+                AccessToken(
+                    user_id=user.id,
+                    name="from before mcpt_",
+                    token_hash=hash_token(token),
+                    token_prefix=token[:12],
+                    scopes=["read"],
+                )
+            )
+
+    for path in USAGE_ROUTES:
+        refused = await client.get(path, headers=bearer(token))
+        assert refused.status_code == 401, (path, refused.text)
+        detail = refused.json()["detail"]
+        assert detail["code"] == "invalid_key"
+        assert "an access token (mcpt_...)" in detail["message"]
+        assert "an account key (mcp_...)" in detail["message"]

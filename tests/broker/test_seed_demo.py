@@ -21,7 +21,7 @@ from tollgate.core.settings import Settings
 from tollgate.identity.models import Membership, Organization, User
 
 TOLLGATE = str(Path(sys.executable).with_name("tollgate"))
-TOKEN_LINE = re.compile(r"^MCP_TOKEN=(mcp_[A-Za-z0-9_-]+)$", re.MULTILINE)
+TOKEN_LINE = re.compile(r"^MCP_TOKEN=(mcpt_[A-Za-z0-9_-]+)$", re.MULTILINE)
 
 
 async def seed_demo(settings: Settings) -> str:

@@ -35,7 +35,7 @@ async def test_token_create_prints_a_working_token_with_the_scopes_asked_for(
 
     assert done.returncode == 0, done.stderr
     token = done.stdout.strip()
-    assert token.startswith("mcp_")
+    assert token.startswith("mcpt_")
     assert ok(await client.get(ME, headers=bearer(token)))["user_id"] == user.id
     refused = await client.post(LEASES, json={"services": ["todoist"]}, headers=bearer(token))
     assert_error(refused, 403, "insufficient_scope")

@@ -21,9 +21,10 @@ from tests.broker.factories import (
     personal_integration,
     todoist,
 )
-from tests.conftest import auth, bearer
+from tests.conftest import auth, bearer, enable_account
 from tollgate.broker import audit, tokens
 from tollgate.broker.models import AccessToken, AuditLog
+from tollgate.core.crypto import hash_token, new_token
 from tollgate.core.database import transaction
 from tollgate.core.errors import BadRequest
 from tollgate.core.runtime import Runtime
@@ -68,7 +69,7 @@ async def test_a_valid_token_authenticates_its_user(
     user = await person(runtime, "server")
     created = await access_token(client, auth(runtime, user))
 
-    assert created["token"].startswith("mcp_")
+    assert created["token"].startswith("mcpt_")
     assert created["token_prefix"] == created["token"][:12]
     assert created["scopes"] == ["lease"]
     body = ok(await client.get(ME, headers=bearer(created["token"])))
@@ -378,3 +379,61 @@ async def test_a_flood_of_unauthenticated_requests_does_not_flood_the_audit_log(
     assert [(r.action, r.details) for r in every_row] == [
         ("mcp_auth_failed", {"reason": "unknown_token"})
     ]
+
+
+async def legacy_token(runtime: Runtime, user: User, scopes: list[str] | None = None) -> str:
+    """An access token as issued before ``mcpt_``: ``mcp_...``, stored by hash."""
+    full = new_token("mcp_", 40)
+    async with transaction(runtime.sessions) as session:
+        session.add(
+            AccessToken(
+                user_id=user.id,
+                name="from before mcpt_",
+                token_hash=hash_token(full),
+                token_prefix=full[:12],
+                scopes=scopes or ["lease"],
+                is_active=True,
+            )
+        )
+    return full
+
+
+async def test_new_access_tokens_have_their_own_prefix_not_the_account_keys(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    user = await person(runtime)
+    headers = auth(runtime, user)
+    token = (await access_token(client, headers))["token"]
+    key = (await enable_account(client, headers))["mcp_api_key"]
+
+    assert token.startswith("mcpt_")
+    assert key.startswith("mcp_") and not key.startswith("mcpt_")
+    assert ok(await client.get(ME, headers=bearer(token)))["user_id"] == user.id
+
+
+async def test_an_access_token_issued_before_mcpt_keeps_working(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    user = await person(runtime)
+    old = await legacy_token(runtime, user)
+
+    body = ok(await client.get(ME, headers=bearer(old)))
+    listed = ok(await client.get(TOKENS, headers=auth(runtime, user)))
+
+    assert body["user_id"] == user.id
+    assert [t["token_prefix"] for t in listed] == [old[:12]]
+
+
+async def test_an_account_key_on_the_broker_is_refused_naming_both_kinds(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    user = await person(runtime)
+    key = (await enable_account(client, auth(runtime, user)))["mcp_api_key"]
+
+    refused = await client.get(ME, headers=bearer(key))
+
+    assert_error(refused, 401, "invalid_token")
+    message = refused.json()["detail"]["message"]
+    assert "an account key (mcp_...)" in message
+    assert "an access token (mcpt_...)" in message
+    assert key not in message

@@ -15,13 +15,15 @@ from tollgate.core.logging import JsonFormatter, RedactingFilter, redact
     [
         "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
         "key mcp_AbCdEfGhIjKlMnOpQrStUvWxYz012345 used",
+        "access token mcpt_AbCdEfGhIjKlMnOpQrStUvWxYz012345 refused",
         "GET /mcp/ws?token=supersecretvalue&x=1",
         "password=hunter2hunter2",
     ],
 )
 def test_secrets_are_redacted_from_log_text(secret_text: str) -> None:
     cleaned = redact(secret_text)
-    for fragment in ("eyJzdWIiOiJ4In0", "mcp_AbCdEfGh", "supersecretvalue", "hunter2hunter2"):
+    fragments = ("eyJzdWIiOiJ4In0", "AbCdEfGhIjKl", "supersecretvalue", "hunter2hunter2")
+    for fragment in fragments:
         assert fragment not in cleaned
 
 

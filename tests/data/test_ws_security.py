@@ -129,6 +129,19 @@ async def test_regenerated_key_is_refused_and_the_new_one_accepted(live: Gateway
         assert (await ask(socket, list_users(limit=1)))["status"] == "ok"
 
 
+async def test_an_access_token_is_refused_like_an_invalid_token(live: Gateway) -> None:
+    member = await new_member(live)
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+        issued = await http.post(
+            "/api/v1/tokens", json={"name": "server"}, headers=member.jwt_headers
+        )
+    assert issued.status_code == 201, issued.text
+
+    async with ws(live, issued.json()["token"]) as socket:
+        assert await receive(socket) == INVALID_TOKEN
+        assert await closed_code(socket) == POLICY_VIOLATION
+
+
 async def test_empty_configured_token_never_matches_an_empty_one(
     data_settings: Settings,
 ) -> None:

@@ -30,9 +30,10 @@ from tollgate import __version__
 from tollgate.accounts import service as accounts
 from tollgate.accounts.deps import key_store
 from tollgate.accounts.models import McpAccount
+from tollgate.core.crypto import hash_token, new_token
 from tollgate.core.database import transaction
 from tollgate.core.settings import Settings
-from tollgate.identity.models import Role
+from tollgate.identity.models import AccessToken, Role
 
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 MODERN = "2026-07-28"
@@ -307,3 +308,65 @@ async def test_results_carry_tollgates_server_info_not_the_upstreams(
     if mode == "legacy":
         assert server_info is not None
         assert server_info.name == "tollgate"
+
+
+async def legacy_access_token(gateway: Gateway, user_id: int) -> str:
+    """An access token as issued before ``mcpt_``: ``mcp_...`` like a key, stored by hash."""
+    full = new_token("mcp_", 40)
+    async with transaction(gateway.runtime.sessions) as session:
+        session.add(
+            AccessToken(
+                user_id=user_id,
+                name="from before mcpt_",
+                token_hash=hash_token(full),
+                token_prefix=full[:12],
+                scopes=["lease"],
+                is_active=True,
+            )
+        )
+    return full
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_new_account_key_has_the_account_key_prefix_and_opens_mcp(
+    gateway: Gateway, mode: str
+) -> None:
+    member = await quick_member(gateway)
+
+    admitted = await post_first_request(gateway, mode, f"Bearer {member.key}")
+
+    assert member.key.startswith("mcp_") and not member.key.startswith("mcpt_")
+    assert admitted.status_code == 200, admitted.text
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_access_token_on_mcp_is_refused_naming_both_kinds(
+    gateway: Gateway, mode: str
+) -> None:
+    member = await quick_member(gateway)
+    async with http_to(gateway) as http:
+        issued = await http.post(
+            "/api/v1/tokens", json={"name": "server"}, headers=member.jwt_headers
+        )
+    assert issued.status_code == 201, issued.text
+    tokens = {
+        "new": issued.json()["token"],
+        "old": await legacy_access_token(gateway, member.user_id),
+    }
+
+    refused = {
+        label: await post_first_request(gateway, mode, f"Bearer {token}")
+        for label, token in tokens.items()
+    }
+    unknown = await post_first_request(gateway, mode, "Bearer mcp_" + "x" * 32)
+
+    assert tokens["new"].startswith("mcpt_")
+    for label, response in refused.items():
+        assert_bearer_challenge(response, gateway, "invalid_token")
+        description = response.json()["error_description"]
+        assert "an access token (mcpt_...)" in description, label
+        assert "an account key (mcp_...)" in description, label
+    assert_bearer_challenge(unknown, gateway, "invalid_token")
+    assert unknown.json()["error_description"] == (
+        "An active Tollgate account key (mcp_...) is required"
+    )

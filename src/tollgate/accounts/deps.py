@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import Depends
 
 from tollgate.accounts import service
-from tollgate.accounts.keys import KeyStore, key_store, looks_like_key
+from tollgate.accounts.keys import KeyStore, key_store
 from tollgate.accounts.models import McpAccount
 from tollgate.core.deps import RuntimeDep, SessionDep
-from tollgate.identity.deps import BearerToken, current_user, require
+from tollgate.identity.credentials import ACCOUNT_KEY_OR_USER, AccountKeyCaller, authenticate_bearer
+from tollgate.identity.deps import BearerToken, require
 
 
 def get_key_store(runtime: RuntimeDep) -> KeyStore:
@@ -24,15 +25,14 @@ KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
 
 
 async def account_of_caller(
-    token: BearerToken, session: SessionDep, runtime: RuntimeDep, keys: KeyStoreDep
+    token: BearerToken, session: SessionDep, runtime: RuntimeDep
 ) -> McpAccount:
     """The caller's MCP account, named by its key (``mcp_...``) or by the owner's JWT."""
-    if looks_like_key(token):
-        identity = await keys.authenticate(token)
-        return await service.get_account(session, identity.account_id)
-    user = await current_user(token, session, runtime.settings)
-    await require("mcp.account")(user)
-    return await service.account_for_user(session, user.id)
+    caller = await authenticate_bearer(runtime, token, accept=ACCOUNT_KEY_OR_USER, session=session)
+    if isinstance(caller, AccountKeyCaller):
+        return await service.get_account(session, caller.account_id)
+    await require("mcp.account")(caller.user)
+    return await service.account_for_user(session, caller.user.id)
 
 
 CallerAccount = Annotated[McpAccount, Depends(account_of_caller)]

@@ -16,11 +16,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from tollgate.broker.deps import principal
 from tollgate.core.cache import Cache
 from tollgate.core.deps import ClientAddress, RuntimeDep, SessionDep
 from tollgate.core.errors import Forbidden, Unauthorized
 from tollgate.core.settings import Settings
+from tollgate.identity.credentials import TokenCaller, user_or_token
 from tollgate.identity.deps import bearer_token
 from tollgate.identity.permissions import permissions_for
 
@@ -65,13 +65,14 @@ async def ingestor(
     if request.headers.get(SIGNATURE_HEADER):
         await check_signature(request, runtime.settings, runtime.cache)
         return "signed"
-    caller = await principal(bearer_token(request), session, runtime, address)
-    if caller.token is not None and "ingest" not in caller.token.scopes:
+    caller = await user_or_token(runtime, bearer_token(request), session=session, address=address)
+    token = caller.token if isinstance(caller, TokenCaller) else None
+    if token is not None and "ingest" not in token.scopes:
         raise Forbidden("This token lacks the 'ingest' scope", code="insufficient_scope")
     # A token acts for its user: it never grants more than the user holds.
     if "analytics.write" not in permissions_for(caller.user.role, caller.user.is_superuser):
         raise Forbidden("This needs the 'analytics.write' permission", code="permission_denied")
-    return caller.user.email if caller.token is None else f"token:{caller.token.token_prefix}"
+    return caller.user.email if token is None else f"token:{token.token_prefix}"
 
 
 Ingestor = Annotated[str, Depends(ingestor)]

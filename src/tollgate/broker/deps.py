@@ -9,12 +9,13 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from tollgate.broker import audit, tokens
-from tollgate.broker.models import AccessToken
+from tollgate.broker import audit
 from tollgate.core.deps import ClientAddress, RuntimeDep, SessionDep
 from tollgate.core.errors import Forbidden
-from tollgate.identity.deps import BearerToken, current_user
-from tollgate.identity.models import User
+from tollgate.core.runtime import Runtime
+from tollgate.identity.credentials import TokenCaller, TokenRefusalHook, user_or_token
+from tollgate.identity.deps import BearerToken
+from tollgate.identity.models import AccessToken, User
 
 logger = logging.getLogger(__name__)
 
@@ -42,40 +43,41 @@ class Principal:
 async def principal(
     token: BearerToken, session: SessionDep, runtime: RuntimeDep, address: ClientAddress
 ) -> Principal:
-    """Authenticate the bearer; failed token attempts are audited with the prefix only,
-    at most once per client address and reason per interval.
+    """Authenticate the bearer: a user's JWT, or an access token acting for its user.
 
-    The request's own transaction is ended before the failure is written in a transaction
-    of its own: on SQLite a second writer would otherwise wait for the first.
+    Refused tokens are audited (by :func:`audit_token_refusal`) with the prefix only.
     """
-    if not token.startswith(tokens.TOKEN_PREFIX):
-        user = await current_user(token, session, runtime.settings)
-        return Principal(user, None, audit.Actor(user_id=user.id, client_address=address))
-    try:
-        use = await tokens.authenticate(session, token)
-    except tokens.TokenRefused as refused:
-        await session.rollback()
-        await _audit_refusal(runtime, token, address, refused.reason)
-        raise
-    tokens.track_use(session, runtime.cache, use.token)
+    caller = await user_or_token(runtime, token, session=session, address=address)
+    if not isinstance(caller, TokenCaller):
+        return Principal(
+            caller.user, None, audit.Actor(user_id=caller.user.id, client_address=address)
+        )
     actor = audit.Actor(
-        user_id=use.user.id, token_prefix=use.token.token_prefix, client_address=address
+        user_id=caller.user.id, token_prefix=caller.token.token_prefix, client_address=address
     )
-    return Principal(use.user, use.token, actor)
+    return Principal(caller.user, caller.token, actor)
 
 
-async def _audit_refusal(runtime: RuntimeDep, token: str, address: str, reason: str) -> None:
-    """The first refusal of an interval from this address, for this reason, gets a row."""
-    key = f"auth-failed-audited:{address}:{reason}"
-    if not await runtime.cache.add(key, "1", AUTH_FAILURE_AUDIT_INTERVAL_SECONDS):
-        logger.debug("token refused (%s) from %s; already audited this interval", reason, address)
-        return
-    await audit.record_now(
-        runtime.sessions,
-        "mcp_auth_failed",
-        audit.Actor(token_prefix=token[: tokens.TOKEN_VISIBLE_PREFIX], client_address=address),
-        details={"reason": reason},
-    )
+def audit_token_refusal(runtime: Runtime) -> TokenRefusalHook:
+    """What happens when an access token is refused: the first refusal of an interval from
+    an address, for a reason, gets an ``mcp_auth_failed`` row (the rest are only counted in
+    the log), so a flood of bad tokens cannot flood the audit trail."""
+
+    async def _audit(prefix: str, address: str, reason: str) -> None:
+        key = f"auth-failed-audited:{address}:{reason}"
+        if not await runtime.cache.add(key, "1", AUTH_FAILURE_AUDIT_INTERVAL_SECONDS):
+            logger.debug(
+                "token refused (%s) from %s; already audited this interval", reason, address
+            )
+            return
+        await audit.record_now(
+            runtime.sessions,
+            "mcp_auth_failed",
+            audit.Actor(token_prefix=prefix, client_address=address),
+            details={"reason": reason},
+        )
+
+    return _audit
 
 
 CallerPrincipal = Annotated[Principal, Depends(principal)]

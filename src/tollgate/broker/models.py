@@ -1,4 +1,4 @@
-"""Service definitions, integrations, access tokens, leases and the audit log."""
+"""Service definitions, integrations, leases and the audit log (access tokens are identity's)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -19,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollgate.core.database import Base, UTCDateTime, utcnow
+from tollgate.identity.models import AccessToken as AccessToken  # owned by identity
 
 
 class IntegrationStatus(enum.StrEnum):
@@ -91,24 +91,6 @@ class Integration(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, server_default=utcnow(), onupdate=utcnow()
     )
-
-
-class AccessToken(Base):
-    """A bearer token for an MCP server acting for a user; only its hash is kept."""
-
-    __tablename__ = "access_tokens"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    token_prefix: Mapped[str] = mapped_column(String(16))
-    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
-    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
 
 
 class Lease(Base):

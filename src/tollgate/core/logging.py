@@ -11,7 +11,7 @@ from typing import Any
 
 SECRET_PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"\bmcp_[A-Za-z0-9_-]{20,}"),
+    re.compile(r"\bmcpt?_[A-Za-z0-9_-]{20,}"),
     re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"),
     re.compile(r"(?i)((?:token|key|secret|password)=)[^&\s]+"),
 ]

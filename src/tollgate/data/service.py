@@ -2,11 +2,11 @@
 what gets recorded.
 
 A read made with an account key costs what the equivalent data tool call costs
-(``TOLLGATE_DATA_TOOL_PRICE``), through the same credit path: the charge and a pending call
-record in one short transaction (refused, and nothing read, when the balance cannot pay),
-then the outcome settled by the gateway's settler before the reply is sent; a read that fails
-on the server's side is refunded. Reads with the shared ``MCP_TOKEN`` (the operator's, no
-account) are free.
+(``TOLLGATE_DATA_TOOL_PRICE``), through the same credit path (the :class:`Meter` the app
+passes in): the charge and a pending call record in one short transaction (refused, and
+nothing read, when the balance cannot pay), then the outcome settled before the reply is
+sent; a read that fails on the server's side, or is cancelled before its reply, is refunded.
+Reads with the shared ``MCP_TOKEN`` (the operator's, no account) are free.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from typing import Any
 
 import anyio
 
-from tollgate.accounts import calls
-from tollgate.accounts.keys import KeyStore
-from tollgate.accounts.settlement import Settler
 from tollgate.core.crypto import constant_time_equal
-from tollgate.core.database import transaction
-from tollgate.core.errors import Forbidden, InsufficientCredits, NotFound
-from tollgate.core.runtime import Runtime
+from tollgate.core.errors import Forbidden, InsufficientCredits, NotFound, Unauthorized
+from tollgate.core.events import ToolCallEvent
+from tollgate.core.naming import exposed
+from tollgate.core.settings import Settings
+from tollgate.data.metering import EventSink, Meter
 from tollgate.data.protocol import (
     READ_ACTIONS,
     WRITE_ACTIONS,
@@ -36,8 +35,7 @@ from tollgate.data.protocol import (
 )
 from tollgate.data.source import DataSource
 from tollgate.data.tools import TOOL_ACTIONS, UPSTREAM_NAME
-from tollgate.gateway.events import Observers, ToolCallEvent
-from tollgate.gateway.naming import exposed
+from tollgate.identity.credentials import ACCOUNT_KEY_ONLY, AccountKeyCaller, Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +48,9 @@ ACTION_TOOLS = {action: exposed(UPSTREAM_NAME, tool) for tool, action in TOOL_AC
 
 QUERY_FAILED = "query_failed"
 """Error code of a read that failed on the server's side (refunded)."""
+
+CANCELLED = "cancelled"
+"""Error code of a read cancelled before its reply (refunded), as the tool path records it."""
 
 OPERATOR = 0
 """The account id of the shared ``MCP_TOKEN``: no account, nothing to charge."""
@@ -73,14 +74,12 @@ class DataAccess:
     """The data source with its protocol handler, authentication, metering and recording."""
 
     def __init__(
-        self, runtime: Runtime, keys: KeyStore, settler: Settler, observers: Observers
+        self, settings: Settings, credentials: Credentials, meter: Meter, emit: EventSink
     ) -> None:
-        settings = runtime.settings
-        self.runtime = runtime
         self.settings = settings
-        self.keys = keys
-        self.settler = settler
-        self.observers = observers
+        self.credentials = credentials
+        self.meter = meter
+        self.emit = emit
         self.source = DataSource(
             settings.resolved_data_url,
             settings.mcp_allowed_models,
@@ -95,10 +94,13 @@ class DataAccess:
             return None
         if self.settings.mcp_token and constant_time_equal(token, self.settings.mcp_token):
             return Agent(OPERATOR, 0, connection_id)
-        identity = await self.keys.identify(token)
-        if identity is None:
+        try:
+            caller = await self.credentials.authenticate_bearer(token, accept=ACCOUNT_KEY_ONLY)
+        except Unauthorized:
             return None
-        return Agent(identity.account_id, identity.user_id, connection_id)
+        if not isinstance(caller, AccountKeyCaller):
+            return None
+        return Agent(caller.account_id, caller.user_id, connection_id)
 
     async def answer(self, agent: Agent, text: str | bytes) -> dict[str, Any]:
         """The reply to one frame from ``agent``, charged and recorded."""
@@ -138,16 +140,13 @@ class DataAccess:
         """Charge the read and record it pending; the error reply when the account cannot
         pay (the tool path's text and code)."""
         try:
-            async with transaction(self.runtime.sessions) as session:
-                await calls.reserve_call(
-                    session,
-                    agent.account_id,
-                    request_id=call_id,
-                    tool_name=ACTION_TOOLS[request.action],
-                    upstream=WS_UPSTREAM,
-                    cost=price,
-                    instance_id=self.runtime.instance_id,
-                )
+            await self.meter.reserve(
+                agent.account_id,
+                request_id=call_id,
+                tool_name=ACTION_TOOLS[request.action],
+                upstream=WS_UPSTREAM,
+                cost=price,
+            )
         except (InsufficientCredits, Forbidden, NotFound) as refused:
             return {**error(refused.message, request.id), "code": refused.code}
         return None
@@ -155,17 +154,17 @@ class DataAccess:
     async def _settle(self, call_id: str, started: float, answer: Answer | None) -> bool:
         """Commit the read's outcome (``answer`` None: cancelled before its reply); True when
         it was refunded (a server-side failure, or cancelled)."""
-        outcome = calls.CallOutcome(
-            request_id=call_id,
+        durable = await self.meter.settle(
+            call_id,
             success=answer is not None and answer.ok,
             is_backend_error=answer is not None and answer.failed,
             error_code=_error_code(answer),
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
             cancelled=answer is None,
         )
-        if not await self.settler.settle(outcome):
+        if not durable:
             logger.error("read %s answered with its outcome not recorded", call_id)
-        return outcome.refunded
+        return answer is None or answer.failed
 
     def record(
         self,
@@ -184,7 +183,7 @@ class DataAccess:
         model = (
             model if isinstance(model, str) and model in self.settings.mcp_allowed_models else "-"
         )
-        self.observers.emit(
+        self.emit(
             ToolCallEvent(
                 request_id=str(reply.get("id") or uuid.uuid4().hex),
                 account_id=agent.account_id,
@@ -212,7 +211,7 @@ def _error_code(answer: Answer | None) -> str | None:
     """A read's error code as the tool path records it: None (data), ``tool_error`` (the
     source refused it: charged), a server-side failure (refunded), or cancelled."""
     if answer is None:
-        return calls.CANCELLED_ERROR_CODE
+        return CANCELLED
     if answer.ok:
         return None
     return QUERY_FAILED if answer.failed else "tool_error"

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote
 
-SEPARATOR = "__"
-"""Between the upstream's name and the tool's: only characters every LLM vendor accepts."""
+from tollgate.core.naming import SEPARATOR, exposed
+
+__all__ = [
+    "RESOURCE_SCHEME",
+    "SEPARATOR",
+    "exposed",
+    "resource_template",
+    "resource_uri",
+    "split",
+    "split_resource_uri",
+]
 
 RESOURCE_SCHEME = "tollgate://"
-
-
-def exposed(upstream: str, name: str) -> str:
-    """The gateway's name for an upstream's tool or prompt."""
-    return f"{upstream}{SEPARATOR}{name}"
 
 
 def split(name: str) -> tuple[str, str] | None:

@@ -36,12 +36,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate import __version__
 from tollgate.accounts.keys import KeyStore
+from tollgate.core.errors import Unauthorized
 from tollgate.gateway.hub import Caller, Gateway
+from tollgate.identity.credentials import (
+    ACCOUNT_KEY_ONLY,
+    ACCOUNT_KEY_PREFIX,
+    AccountKeyCaller,
+    Credentials,
+    WrongKind,
+)
 
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
 PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource/mcp"
+
+KEY_REQUIRED = f"An active Tollgate account key ({ACCOUNT_KEY_PREFIX}...) is required"
+"""Why ``/mcp`` refused a request (an access token is told so by name instead)."""
 
 current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
     "tollgate_mcp_caller", default=None
@@ -226,8 +237,15 @@ class BearerGate:
     a session id.
     """
 
-    def __init__(self, app: ASGIApp, keys: KeyStore, resource_metadata_url: Callable[[Scope], str]):
+    def __init__(
+        self,
+        app: ASGIApp,
+        credentials: Credentials,
+        keys: KeyStore,
+        resource_metadata_url: Callable[[Scope], str],
+    ):
         self.app = app
+        self.credentials = credentials
         self.keys = keys
         self.resource_metadata_url = resource_metadata_url
 
@@ -239,11 +257,16 @@ class BearerGate:
             await _not_found(scope, receive, send)
             return
         token = _bearer(scope)
-        caller = await self._authenticate(token)
-        if caller is None:
-            await self._refuse(
-                scope, receive, send, "invalid_token" if token else "invalid_request"
-            )
+        if not token:
+            await self._refuse(scope, receive, send, "invalid_request")
+            return
+        try:
+            caller = await self._authenticate(token)
+        except WrongKind as wrong:
+            await self._refuse(scope, receive, send, "invalid_token", wrong.message)
+            return
+        except Unauthorized:
+            await self._refuse(scope, receive, send, "invalid_token")
             return
         scope.setdefault("state", {})["caller"] = caller
         scope["user"] = AuthenticatedUser(
@@ -257,22 +280,27 @@ class BearerGate:
         finally:
             current_caller.reset(reset)
 
-    async def _authenticate(self, token: str) -> Caller | None:
-        identity = await self.keys.identify(token)
-        if identity is None:
-            return None
+    async def _authenticate(self, token: str) -> Caller:
+        """The account behind an active key; Unauthorized (WrongKind for an access token)."""
+        identity = await self.credentials.authenticate_bearer(token, accept=ACCOUNT_KEY_ONLY)
+        if not isinstance(identity, AccountKeyCaller):
+            raise Unauthorized(KEY_REQUIRED, code="invalid_token")
         await self.keys.touch(identity.account_id)
         return Caller(identity.account_id, identity.user_id, identity.email)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: str) -> None:
+    async def _refuse(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        error: str,
+        description: str = KEY_REQUIRED,
+    ) -> None:
         challenge = (
             f'Bearer error="{error}", resource_metadata="{self.resource_metadata_url(scope)}"'
         )
         response = JSONResponse(
-            {
-                "error": error,
-                "error_description": "An active Tollgate account key (mcp_...) is required",
-            },
+            {"error": error, "error_description": description},
             status_code=401,
             headers={"WWW-Authenticate": challenge},
         )

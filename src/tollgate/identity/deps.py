@@ -7,13 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from tollgate.core.database import commit
 from tollgate.core.deps import SessionDep, SettingsDep
 from tollgate.core.errors import Forbidden, Unauthorized
-from tollgate.identity.jwt import decode_access_token
+from tollgate.identity.credentials import user_for_jwt
 from tollgate.identity.models import User
 from tollgate.identity.permissions import permissions_for
-from tollgate.identity.service import user_for_claims
 
 
 def bearer_token(request: Request) -> str:
@@ -31,21 +29,8 @@ BearerToken = Annotated[str, Depends(bearer_token)]
 
 
 async def current_user(token: BearerToken, session: SessionDep, settings: SettingsDep) -> User:
-    """The active user named by the JWT in the request.
-
-    Authentication is its own unit of work: it commits (a user seen for the first time is
-    created) so the request holds no transaction while its route decides what to do; on
-    SQLite an open transaction would make any other writer in the process wait.
-    """
-    claims = decode_access_token(
-        token,
-        secret=settings.jwt_secret_key,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-    )
-    user = await user_for_claims(session, claims)
-    await commit(session)
-    return user
+    """The active user named by the JWT in the request (see :func:`user_for_jwt`)."""
+    return await user_for_jwt(token, session, settings)
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
