@@ -22,6 +22,7 @@ from tollgate.analytics.recorder import Recorder
 from tollgate.broker import jobs as broker_jobs
 from tollgate.broker import organization_routes
 from tollgate.broker import routes as broker_routes
+from tollgate.broker.wiring import organization_hooks
 from tollgate.core import health
 from tollgate.core.bodylimit import BodySizeLimit
 from tollgate.core.errors import error_response, install_error_handlers
@@ -39,6 +40,7 @@ from tollgate.gateway.addresses import identity_extension, public_base_url
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
 from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
+from tollgate.identity import organizations
 from tollgate.identity import routes as identity_routes
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     if configure_logs:
         configure_logging(settings.log_level, settings.log_json)
     runtime = Runtime.build(settings)
+    organizations.install_hooks(organization_hooks())
     settler = Settler(runtime.sessions)
     gateway = Gateway(runtime, settler)
     endpoint = McpEndpoint(gateway)
