@@ -293,6 +293,7 @@ async def test_admin_adding_and_removing_members_directly_is_audited(
     assert trail.status_code == 200, trail.text
     entries = [(e["action"], e["actor_user_id"], e["details"]) for e in trail.json()["entries"]]
     assert list(reversed(entries)) == [
+        ("organization_created", admin.id, {"slug": "acme"}),
         ("member_added", admin.id, {"user_id": member.id, "role": "member"}),
         ("member_role_changed", admin.id, {"user_id": member.id, "from": "member", "to": "admin"}),
         ("member_removed", admin.id, {"user_id": member.id}),

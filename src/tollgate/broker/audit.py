@@ -77,9 +77,9 @@ async def record_now(
         logger.exception("could not write audit row %s", action)
 
 
-@orgs.on_change
-def _record_organization_change(session: AsyncSession, change: orgs.OrgChange) -> None:
-    """Membership changes made by the identity service land in the trail like ours."""
+def record_organization_change(session: AsyncSession, change: orgs.OrgChange) -> None:
+    """Organization changes made by the identity service land in the trail like ours
+    (an organization change hook, wired by ``broker.wiring``)."""
     record(
         session,
         change.action,

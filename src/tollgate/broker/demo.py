@@ -70,9 +70,7 @@ async def _user(
 async def _organization(
     session: AsyncSession, report: DemoReport, name: str, slug: str, owner: User
 ) -> tuple[Organization, bool]:
-    found = (
-        await session.execute(select(Organization).where(Organization.slug == slug))
-    ).scalar_one_or_none()
+    found = await orgs.find_by_slug(session, slug)
     if found is not None:
         return found, False
     report.created.append(f"organization {name}")
@@ -113,7 +111,7 @@ async def seed(session: AsyncSession, keyring: Keyring, settings: Settings) -> D
         session, report, "Client Projects", "client-projects", test_user
     )
     if new_dev:
-        await orgs.add_member(session, dev_team, system.id, OrgRole.MEMBER)
+        await orgs.enrol(session, dev_team, system.id, OrgRole.MEMBER)
         for data in _inputs(
             (
                 "jira",
@@ -132,7 +130,7 @@ async def seed(session: AsyncSession, keyring: Keyring, settings: Settings) -> D
         ):
             await _integration(session, keyring, report, data, org=dev_team)
     if new_clients:
-        await orgs.add_member(session, clients, system.id, OrgRole.ADMIN)
+        await orgs.enrol(session, clients, system.id, OrgRole.ADMIN)
         for data in _inputs(
             ("sentry", {"auth_token": _placeholder("sntrys_"), "organization": "client-projects"}),
             shared_with=SharedWith.ADMINS_ONLY,

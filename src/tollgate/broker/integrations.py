@@ -15,13 +15,11 @@ from tollgate.broker import audit, catalogue
 from tollgate.broker.models import Integration, IntegrationStatus, SharedWith
 from tollgate.core.crypto import MASK, Keyring
 from tollgate.core.encrypted import associated_data, register_encrypted_column
-from tollgate.core.errors import Conflict, Forbidden, NotFound
-from tollgate.identity.models import Membership, Organization, OrgRole, User
+from tollgate.core.errors import Conflict, NotFound
+from tollgate.identity.models import Membership, Organization, User
+from tollgate.identity.organizations import MANAGER_ROLES
 
 register_encrypted_column(Integration.__table__, "credentials_envelope")  # type: ignore[arg-type]
-
-MANAGER_ROLES = frozenset({OrgRole.OWNER, OrgRole.ADMIN})
-"""Organization roles that manage its integrations and members."""
 
 
 def _aad(integration_id: int) -> str:
@@ -124,6 +122,12 @@ async def get(session: AsyncSession, integration_id: int) -> Integration:
     return integration
 
 
+async def reloaded(session: AsyncSession, integration: Integration) -> Integration:
+    """The integration as stored now (timestamps the database set included)."""
+    await session.refresh(integration)
+    return integration
+
+
 async def personal(session: AsyncSession, user: User) -> Sequence[Integration]:
     """A user's own integrations."""
     query = select(Integration).where(Integration.user_id == user.id).order_by(Integration.id)
@@ -145,31 +149,6 @@ def shared_with_member(integration: Integration, user_id: int, role: str) -> boo
     if integration.shared_with == SharedWith.ADMINS_ONLY:
         return role in MANAGER_ROLES
     return user_id in (integration.shared_user_ids or [])
-
-
-async def membership_of(session: AsyncSession, org_id: int, user_id: int) -> Membership | None:
-    """The user's membership of the organization, if any."""
-    query = select(Membership).where(
-        Membership.organization_id == org_id, Membership.user_id == user_id
-    )
-    return (await session.execute(query)).scalar_one_or_none()
-
-
-async def require_member(
-    session: AsyncSession, org_id: int, user: User, *, manage: bool = False
-) -> Membership | None:
-    """The caller's membership; 404 for outsiders, 403 for members who may not manage.
-
-    Gateway admins pass without a membership.
-    """
-    membership = await membership_of(session, org_id, user.id)
-    if user.role == "admin" and membership is None:
-        return None
-    if membership is None:
-        raise NotFound("Organization not found", code="organization_not_found")
-    if manage and membership.role not in MANAGER_ROLES:
-        raise Forbidden("Only owners and admins manage this organization", code="not_org_admin")
-    return membership
 
 
 def can_see(integration: Integration, user: User, membership: Membership | None) -> bool:

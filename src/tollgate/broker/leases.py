@@ -36,7 +36,7 @@ from tollgate.core.encrypted import associated_data, register_encrypted_column
 from tollgate.core.errors import Conflict, NotFound, Unprocessable
 from tollgate.core.settings import Settings
 from tollgate.identity.models import Membership, User
-from tollgate.identity.organizations import on_member_removed
+from tollgate.identity.organizations import OrgActor
 
 register_encrypted_column(Lease.__table__, "credentials_envelope")  # type: ignore[arg-type]
 
@@ -354,11 +354,21 @@ async def revoke_for_membership(
     return revoked
 
 
-@on_member_removed
-async def _revoke_on_member_removed(session: AsyncSession, org_id: int, user_id: int) -> list[str]:
+async def revoke_on_member_removed(session: AsyncSession, org_id: int, user_id: int) -> list[str]:
+    """Someone left an organization: revoke their leases carrying its credentials (a
+    member-removed hook, wired by ``broker.wiring``)."""
     return await revoke_for_membership(
         session, org_id, user_id, "removed from organization", audit.Actor()
     )
+
+
+async def revoke_on_role_lowered(
+    session: AsyncSession, org_id: int, user_id: int, actor: OrgActor
+) -> list[str]:
+    """An owner or admin became a plain member: revoke their leases carrying the
+    organization's credentials (a role-lowered hook, wired by ``broker.wiring``)."""
+    by = audit.Actor(user_id=actor.user_id, client_address=actor.client_address)
+    return await revoke_for_membership(session, org_id, user_id, "member role lowered", by)
 
 
 def _audit_bulk(

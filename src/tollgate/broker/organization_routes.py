@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from sqlalchemy import select
 
 from tollgate.broker import audit, catalogue, integrations, leases
 from tollgate.broker.models import Integration, IntegrationStatus, SharedWith
@@ -21,10 +20,11 @@ from tollgate.broker.schemas import (
 )
 from tollgate.core.crypto import Keyring
 from tollgate.core.deps import ClientAddress, PathId, RuntimeDep, SessionDep
-from tollgate.core.errors import BadRequest, Forbidden, NotFound
+from tollgate.core.errors import BadRequest, NotFound
+from tollgate.identity import invitations
 from tollgate.identity import organizations as orgs
 from tollgate.identity.deps import require
-from tollgate.identity.models import Membership, Organization, OrgRole, User
+from tollgate.identity.models import OrgRole, User
 from tollgate.identity.schemas import InvitationOut, MemberOut
 
 integrations_router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
@@ -39,8 +39,8 @@ def _actor(user: User, address: str) -> audit.Actor:
     return audit.Actor(user_id=user.id, client_address=address)
 
 
-def _org_actor(user: User, address: str) -> orgs.OrgActor:
-    return orgs.OrgActor(user_id=user.id, client_address=address)
+def _caller(user: User, address: str | None = None) -> orgs.Caller:
+    return orgs.Caller(user=user, client_address=address)
 
 
 async def _out(session: SessionDep, keyring: Keyring, integration: Integration) -> IntegrationOut:
@@ -63,8 +63,7 @@ async def _out(session: SessionDep, keyring: Keyring, integration: Integration) 
 async def _refresh_out(
     session: SessionDep, keyring: Keyring, integration: Integration
 ) -> IntegrationOut:
-    await session.refresh(integration)
-    return await _out(session, keyring, integration)
+    return await _out(session, keyring, await integrations.reloaded(session, integration))
 
 
 @integrations_router.get("", response_model=list[IntegrationOut])
@@ -182,55 +181,28 @@ async def create_organization(
     body: OrganizationCreateBody, user: OrgUser, session: SessionDep, address: ClientAddress
 ) -> MyOrganization:
     """Create an organization; the creator becomes its owner. JWT."""
-    org = await orgs.create_organization(session, name=body.name, slug=body.slug, owner=user)
-    audit.record(
-        session,
-        "organization_created",
-        _actor(user, address),
-        target_type="organization",
-        target_id=org.id,
-        details={"slug": org.slug},
-    )
-    return MyOrganization(
-        id=org.id, name=org.name, slug=org.slug, role=OrgRole.OWNER, created_at=org.created_at
-    )
+    by = _caller(user, address).actor
+    org = await orgs.create_organization(session, name=body.name, slug=body.slug, owner=user, by=by)
+    return MyOrganization.of(org, OrgRole.OWNER)
 
 
 @organizations_router.get("", response_model=list[MyOrganization])
 async def my_organizations(user: OrgUser, session: SessionDep) -> list[MyOrganization]:
     """The organizations the caller belongs to, with their role. JWT."""
-    rows = await session.execute(
-        select(Organization, Membership.role)
-        .join(Membership, Membership.organization_id == Organization.id)
-        .where(Membership.user_id == user.id)
-        .order_by(Organization.id)
-    )
-    return [
-        MyOrganization(id=o.id, name=o.name, slug=o.slug, role=r, created_at=o.created_at)
-        for o, r in rows.all()
-    ]
+    return [MyOrganization.of(o, r) for o, r in await orgs.organizations_of(session, user.id)]
 
 
 @organizations_router.get("/{org_id}", response_model=MyOrganization)
 async def read_organization(org_id: PathId, user: OrgUser, session: SessionDep) -> MyOrganization:
     """An organization the caller belongs to. Members (and admins)."""
-    org = await orgs.get_organization(session, org_id)
-    membership = await integrations.require_member(session, org_id, user)
-    return MyOrganization(
-        id=org.id,
-        name=org.name,
-        slug=org.slug,
-        role=membership.role if membership else None,
-        created_at=org.created_at,
-    )
+    org, membership = await orgs.organization_for(session, org_id, _caller(user))
+    return MyOrganization.of(org, membership.role if membership else None)
 
 
 @organizations_router.get("/{org_id}/members", response_model=list[MemberOut])
 async def list_members(org_id: PathId, user: OrgUser, session: SessionDep) -> list[MemberOut]:
     """The organization's members. Members (and admins)."""
-    org = await orgs.get_organization(session, org_id)
-    await integrations.require_member(session, org_id, user)
-    return [MemberOut.of(m, u) for m, u in await orgs.list_members(session, org)]
+    return [MemberOut.of(m, u) for m, u in await orgs.list_members(session, org_id, _caller(user))]
 
 
 @organizations_router.post("/{org_id}/members", response_model=InvitationOut, status_code=202)
@@ -240,11 +212,10 @@ async def invite_member(
     """Invite a user by id or email; they join only once they accept. The answer shows the
     invitee only as given, the same whether or not such a user exists. Owners and admins;
     only owners invite owners."""
-    org = await orgs.get_organization(session, org_id)
-    manager = await integrations.require_member(session, org_id, user, manage=True)
-    _check_role_grant(manager, body.role)
-    invitee = orgs.Invitee(user_id=body.user_id, email=body.email)
-    invitation = await orgs.invite(session, org, invitee, body.role, by=_org_actor(user, address))
+    invitee = invitations.Invitee(user_id=body.user_id, email=body.email)
+    invitation, org = await invitations.invite(
+        session, org_id, invitee, body.role, _caller(user, address)
+    )
     return InvitationOut.of(invitation, org)
 
 
@@ -253,9 +224,8 @@ async def list_invitations(
     org_id: PathId, user: OrgUser, session: SessionDep
 ) -> list[InvitationOut]:
     """The organization's pending invitations. Owners and admins."""
-    org = await orgs.get_organization(session, org_id)
-    await integrations.require_member(session, org_id, user, manage=True)
-    return [InvitationOut.of(i, org) for i in await orgs.invitations_of(session, org)]
+    org, pending = await invitations.invitations_of(session, org_id, _caller(user))
+    return [InvitationOut.of(i, org) for i in pending]
 
 
 @organizations_router.delete("/{org_id}/invitations/{invitation_id}", status_code=204)
@@ -267,16 +237,14 @@ async def cancel_invitation(
     address: ClientAddress,
 ) -> Response:
     """Withdraw a pending invitation. Owners and admins."""
-    org = await orgs.get_organization(session, org_id)
-    await integrations.require_member(session, org_id, user, manage=True)
-    await orgs.cancel_invitation(session, org, invitation_id, by=_org_actor(user, address))
+    await invitations.cancel_invitation(session, org_id, invitation_id, _caller(user, address))
     return Response(status_code=204)
 
 
 @invitations_router.get("", response_model=list[InvitationOut])
 async def my_invitations(user: OrgUser, session: SessionDep) -> list[InvitationOut]:
     """The caller's pending invitations. JWT."""
-    return [InvitationOut.of(i, o) for i, o in await orgs.invitations_for(session, user)]
+    return [InvitationOut.of(i, o) for i, o in await invitations.invitations_for(session, user)]
 
 
 @invitations_router.post("/{invitation_id}/accept", response_model=MyOrganization)
@@ -284,12 +252,10 @@ async def accept_invitation(
     invitation_id: PathId, user: OrgUser, session: SessionDep, address: ClientAddress
 ) -> MyOrganization:
     """Join the organization that invited the caller. The invitee only."""
-    membership, org = await orgs.accept_invitation(
-        session, invitation_id, user, by=_org_actor(user, address)
+    membership, org = await invitations.accept_invitation(
+        session, invitation_id, _caller(user, address)
     )
-    return MyOrganization(
-        id=org.id, name=org.name, slug=org.slug, role=membership.role, created_at=org.created_at
-    )
+    return MyOrganization.of(org, membership.role)
 
 
 @invitations_router.post("/{invitation_id}/decline", status_code=204)
@@ -297,13 +263,8 @@ async def decline_invitation(
     invitation_id: PathId, user: OrgUser, session: SessionDep, address: ClientAddress
 ) -> Response:
     """Refuse an invitation. The invitee only."""
-    await orgs.decline_invitation(session, invitation_id, user, by=_org_actor(user, address))
+    await invitations.decline_invitation(session, invitation_id, _caller(user, address))
     return Response(status_code=204)
-
-
-def _check_role_grant(manager: Membership | None, role: str) -> None:
-    if role == OrgRole.OWNER and manager is not None and manager.role != OrgRole.OWNER:
-        raise Forbidden("Only owners can make owners", code="not_org_owner")
 
 
 @organizations_router.patch("/{org_id}/members/{member_id}", response_model=MemberOut)
@@ -315,29 +276,11 @@ async def change_member_role(
     session: SessionDep,
     address: ClientAddress,
 ) -> MemberOut:
-    """Change a member's role. Owners and admins; only owners touch owners."""
-    org = await orgs.get_organization(session, org_id, lock=True)
-    manager = await integrations.require_member(session, org_id, user, manage=True)
-    current = await orgs.find_membership(session, org_id, member_id)
-    if current is None:
-        raise NotFound("This user is not a member", code="member_not_found")
-    _check_role_grant(manager, body.role)
-    _check_role_grant(manager, current.role)
-    if current.role == OrgRole.OWNER and body.role != "owner":
-        await orgs.ensure_an_owner_remains(session, org_id, member_id)
-    previous = current.role
-    membership, member = await orgs.add_member(session, org, member_id, body.role)
-    actor = _actor(user, address)
-    audit.record(
-        session,
-        "member_role_changed",
-        actor,
-        target_type="organization",
-        target_id=org_id,
-        details={"user_id": member_id, "from": previous, "to": body.role},
+    """Change a member's role; an owner or admin made a plain member loses their leases of
+    the organization's credentials. Owners and admins; only owners touch owners."""
+    membership, member = await orgs.change_member_role(
+        session, org_id, member_id, body.role, _caller(user, address)
     )
-    if previous in integrations.MANAGER_ROLES and body.role not in integrations.MANAGER_ROLES:
-        await leases.revoke_for_membership(session, org_id, member_id, "member role lowered", actor)
     return MemberOut.of(membership, member)
 
 
@@ -346,27 +289,8 @@ async def remove_member(
     org_id: PathId, member_id: PathId, user: OrgUser, session: SessionDep, address: ClientAddress
 ) -> Response:
     """Remove a member (or leave); their leases carrying this organization's credentials are
-    revoked (by the membership hook). Owners and admins, or the member themselves."""
-    org = await orgs.get_organization(session, org_id, lock=True)
-    leaving = member_id == user.id
-    manager = await integrations.require_member(session, org_id, user, manage=not leaving)
-    current = await orgs.find_membership(session, org_id, member_id)
-    if current is None:
-        raise NotFound("This user is not a member", code="member_not_found")
-    if not leaving:
-        _check_role_grant(manager, current.role)
-    if current.role == OrgRole.OWNER:
-        await orgs.ensure_an_owner_remains(session, org_id, member_id)
-    actor = _actor(user, address)
-    await orgs.remove_member(session, org, member_id)
-    audit.record(
-        session,
-        "member_removed",
-        actor,
-        target_type="organization",
-        target_id=org_id,
-        details={"user_id": member_id},
-    )
+    revoked. Owners and admins, or the member themselves."""
+    await orgs.remove_member(session, org_id, member_id, _caller(user, address))
     return Response(status_code=204)
 
 
@@ -376,7 +300,7 @@ async def list_org_integrations(
 ) -> list[IntegrationOut]:
     """The organization's integrations the caller may see (managers see all). Members."""
     await orgs.get_organization(session, org_id)
-    membership = await integrations.require_member(session, org_id, user)
+    membership = await orgs.require_member(session, org_id, user)
     found = await integrations.of_organization(session, org_id)
     return [
         await _out(session, runtime.keyring, i)
@@ -396,7 +320,7 @@ async def create_org_integration(
 ) -> IntegrationOut:
     """Store credentials for the organization. Owners and admins."""
     org = await orgs.get_organization(session, org_id)
-    await integrations.require_member(session, org_id, user, manage=True)
+    await orgs.require_member(session, org_id, user, manage=True)
     integration = await integrations.create(
         session,
         runtime.keyring,
@@ -419,7 +343,7 @@ async def _org_integration(
     session: SessionDep, org_id: int, integration_id: int, user: User, *, manage: bool
 ) -> Integration:
     await orgs.get_organization(session, org_id)
-    membership = await integrations.require_member(session, org_id, user, manage=manage)
+    membership = await orgs.require_member(session, org_id, user, manage=manage)
     integration = await integrations.get(session, integration_id)
     if integration.organization_id != org_id or not integrations.can_see(
         integration, user, membership

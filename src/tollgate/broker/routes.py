@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
-from sqlalchemy import select
 
 from tollgate.broker import audit, catalogue, leases, tokens
 from tollgate.broker.deps import Leaser, Reader
@@ -40,8 +39,9 @@ from tollgate.core.deps import (
     SessionDep,
 )
 from tollgate.core.metrics import LEASES
+from tollgate.identity import organizations as orgs
 from tollgate.identity.deps import CurrentUser, require
-from tollgate.identity.models import Membership, Organization, User
+from tollgate.identity.models import User
 
 mcp_router = APIRouter(prefix="/api/mcp", tags=["credential broker"])
 tokens_router = APIRouter(prefix="/api/v1/tokens", tags=["access tokens"])
@@ -57,12 +57,7 @@ AuditReader = Annotated[User, Depends(require("audit.read"))]
 @mcp_router.get("/me", response_model=MeResponse)
 async def me(caller: Reader, session: SessionDep) -> MeResponse:
     """The token's user, organizations and leasable services. Access token or JWT."""
-    rows = await session.execute(
-        select(Organization, Membership.role)
-        .join(Membership, Membership.organization_id == Organization.id)
-        .where(Membership.user_id == caller.user.id)
-        .order_by(Organization.id)
-    )
+    memberships = await orgs.organizations_of(session, caller.user.id)
     audit.record(
         session, "mcp_auth_success", caller.actor, target_type="user", target_id=caller.user.id
     )
@@ -70,7 +65,7 @@ async def me(caller: Reader, session: SessionDep) -> MeResponse:
         user_id=caller.user.id,
         email=caller.user.email,
         name=caller.user.display_name or caller.user.username,
-        organizations=[OrganizationRef(id=o.id, name=o.name, role=r) for o, r in rows.all()],
+        organizations=[OrganizationRef(id=o.id, name=o.name, role=r) for o, r in memberships],
         available_services=await leases.available_services(session, caller.user),
     )
 

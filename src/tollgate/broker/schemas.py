@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from tollgate.broker.catalogue import ServiceField
 from tollgate.core.database import MAX_ID
+from tollgate.identity.models import Organization
 
 ServiceSlug = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z][a-z0-9_-]{0,63}$")
@@ -260,6 +261,11 @@ class MyOrganization(BaseModel):
     slug: str
     role: str | None
     created_at: datetime
+
+    @classmethod
+    def of(cls, org: Organization, role: str | None) -> MyOrganization:
+        """An organization with the caller's role in it (None for an admin who is no member)."""
+        return cls(id=org.id, name=org.name, slug=org.slug, role=role, created_at=org.created_at)
 
 
 class MemberRole(BaseModel):

@@ -1,8 +1,15 @@
-"""Organizations, their members, and the invitations through which members join.
+"""Organizations and their members: the one service both the members' API and the admin API use.
 
-A user becomes a member of an organization only by accepting an invitation, or when a
-trusted caller (an administrator, seed-demo, the tests) adds them with :func:`add_member`.
-A pending invitee is no member: membership rows are what credential resolution reads.
+Every rule lives here: who may manage an organization, who may grant which role, that an
+organization with owners keeps one, and what happens when someone's access shrinks. A
+user becomes a member only by accepting an invitation (see :mod:`.invitations`), or when
+an administrator adds them with :func:`add_member` (seed-demo uses :func:`enrol`). A
+pending invitee is no member: membership rows are what credential resolution reads.
+
+Other parts act on changes through :class:`OrganizationHooks` (the broker writes the audit
+row and revokes leases). They are wired explicitly by ``create_app`` and the CLI with
+:func:`install_hooks`, never at import time; a change that needs them refuses to run
+unwired rather than skip the audit or the revocation.
 """
 
 from __future__ import annotations
@@ -11,21 +18,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollgate.core.database import utcnow
-from tollgate.core.errors import BadRequest, Conflict, NotFound
-from tollgate.identity.models import (
-    Invitation,
-    InvitationStatus,
-    Membership,
-    Organization,
-    OrgRole,
-    User,
-)
-from tollgate.identity.service import get_user, normalise_email
+from tollgate.core.errors import Conflict, Forbidden, NotFound
+from tollgate.identity.models import Membership, Organization, OrgRole, Role, User
+from tollgate.identity.service import get_user
+
+MANAGER_ROLES = frozenset({OrgRole.OWNER, OrgRole.ADMIN})
+"""Organization roles that manage its integrations and members."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,24 @@ class OrgActor:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """A user asking for an organization change, from where, and through which door."""
+
+    user: User
+    client_address: str | None = None
+    administrator: bool = False
+    """Authorized by ``admin.organizations.manage`` (the admin API): acts on any
+    organization as a gateway admin does, without being a member of it."""
+
+    @property
+    def actor(self) -> OrgActor:
+        """The caller as the audit trail names them."""
+        return OrgActor(user_id=self.user.id, client_address=self.client_address)
+
+
+@dataclass(frozen=True)
 class OrgChange:
-    """A change to an organization's membership, announced to the change hooks."""
+    """A change to an organization or its membership, announced to the change hooks."""
 
     action: str
     organization_id: int
@@ -49,38 +67,55 @@ class OrgChange:
 OrgChangeHook = Callable[[AsyncSession, OrgChange], None]
 """Called in the transaction that makes the change (the broker writes the audit row)."""
 
-_change_hooks: list[OrgChangeHook] = []
-
-
-def on_change(hook: OrgChangeHook) -> OrgChangeHook:
-    """Register work that must happen with every announced membership change."""
-    if hook not in _change_hooks:
-        _change_hooks.append(hook)
-    return hook
-
-
-def _announce(session: AsyncSession, change: OrgChange) -> None:
-    for hook in _change_hooks:
-        hook(session, change)
-
-
 MemberRemovedHook = Callable[[AsyncSession, int, int], Awaitable[object]]
 """Called with (session, organization id, user id) in the transaction that removes a member."""
 
-_member_removed_hooks: list[MemberRemovedHook] = []
+RoleLoweredHook = Callable[[AsyncSession, int, int, OrgActor], Awaitable[object]]
+"""Called with (session, organization id, user id, actor) when an owner or admin becomes a
+plain member, in the transaction that lowers the role."""
 
 
-def on_member_removed(hook: MemberRemovedHook) -> MemberRemovedHook:
-    """Register work that must happen whenever someone leaves an organization."""
-    if hook not in _member_removed_hooks:
-        _member_removed_hooks.append(hook)
-    return hook
+@dataclass(frozen=True)
+class OrganizationHooks:
+    """What other parts do in the transaction of an organization change."""
+
+    changed: tuple[OrgChangeHook, ...] = ()
+    member_removed: tuple[MemberRemovedHook, ...] = ()
+    role_lowered: tuple[RoleLoweredHook, ...] = ()
+
+
+_hooks: OrganizationHooks | None = None
+
+
+def install_hooks(hooks: OrganizationHooks) -> None:
+    """Wire what other parts do on organization changes (``create_app`` and the CLI call it;
+    installing again replaces what was there)."""
+    global _hooks
+    _hooks = hooks
+
+
+def installed_hooks() -> OrganizationHooks:
+    """The wired hooks; RuntimeError when nothing wired them, so no change goes unaudited."""
+    if _hooks is None:
+        raise RuntimeError("organization hooks are not installed: call install_hooks() first")
+    return _hooks
+
+
+def announce(session: AsyncSession, change: OrgChange) -> None:
+    """Tell the change hooks (the audit trail) about ``change``, in its transaction."""
+    for hook in installed_hooks().changed:
+        hook(session, change)
 
 
 async def create_organization(
-    session: AsyncSession, *, name: str, slug: str, owner: User | None
+    session: AsyncSession,
+    *,
+    name: str,
+    slug: str,
+    owner: User | None,
+    by: OrgActor | None = None,
 ) -> Organization:
-    """Create an organization, with ``owner`` as its first member."""
+    """Create an organization, with ``owner`` as its first member; with ``by``, audited."""
     org = Organization(name=name, slug=slug)
     session.add(org)
     try:
@@ -91,6 +126,8 @@ async def create_organization(
     if owner is not None:
         session.add(Membership(organization_id=org.id, user_id=owner.id, role=OrgRole.OWNER))
         await session.flush()
+    if by is not None:
+        announce(session, OrgChange("organization_created", org.id, by, {"slug": org.slug}))
     return org
 
 
@@ -118,6 +155,12 @@ async def get_organization(
     return org
 
 
+async def find_by_slug(session: AsyncSession, slug: str) -> Organization | None:
+    """The organization with ``slug``, if any."""
+    query = select(Organization).where(Organization.slug == slug)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def list_organizations(
     session: AsyncSession, *, limit: int = 100, offset: int = 0
 ) -> Sequence[Organization]:
@@ -126,55 +169,15 @@ async def list_organizations(
     return (await session.execute(query)).scalars().all()
 
 
-async def delete_organization(session: AsyncSession, org: Organization) -> None:
-    """Remove an organization and its memberships (each member leaves it, hooks and all)."""
-    for membership, _ in await list_members(session, org):
-        await remove_member(session, org, membership.user_id)
-    await session.delete(org)
-    await session.flush()
-
-
-async def list_members(session: AsyncSession, org: Organization) -> list[tuple[Membership, User]]:
-    """The organization's members with their users."""
-    query = (
-        select(Membership, User)
-        .join(User, User.id == Membership.user_id)
-        .where(Membership.organization_id == org.id)
-        .order_by(Membership.id)
+async def organizations_of(session: AsyncSession, user_id: int) -> list[tuple[Organization, str]]:
+    """The organizations the user belongs to, oldest first, each with the user's role."""
+    rows = await session.execute(
+        select(Organization, Membership.role)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(Membership.user_id == user_id)
+        .order_by(Organization.id)
     )
-    return [(m, u) for m, u in (await session.execute(query)).all()]
-
-
-async def add_member(
-    session: AsyncSession,
-    org: Organization,
-    user_id: int,
-    role: str,
-    *,
-    by: OrgActor | None = None,
-) -> tuple[Membership, User]:
-    """Add a user to an organization without asking them, or change a member's role.
-
-    For trusted callers only (the admin API, seed-demo, tests): members invite instead.
-    With ``by``, the change is announced (and so audited).
-    """
-    user = await get_user(session, user_id)
-    existing = await find_membership(session, org.id, user_id)
-    if existing is not None:
-        previous = existing.role
-        existing.role = role
-        await session.flush()
-        if by is not None:
-            details = {"user_id": user_id, "from": previous, "to": role}
-            _announce(session, OrgChange("member_role_changed", org.id, by, details))
-        return existing, user
-    membership = Membership(organization_id=org.id, user_id=user.id, role=role)
-    session.add(membership)
-    await session.flush()
-    if by is not None:
-        details = {"user_id": user_id, "role": role}
-        _announce(session, OrgChange("member_added", org.id, by, details))
-    return membership, user
+    return [(org, role) for org, role in rows.all()]
 
 
 async def find_membership(session: AsyncSession, org_id: int, user_id: int) -> Membership | None:
@@ -185,19 +188,38 @@ async def find_membership(session: AsyncSession, org_id: int, user_id: int) -> M
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def remove_member(
-    session: AsyncSession, org: Organization, user_id: int, *, by: OrgActor | None = None
-) -> None:
-    """Take a user out of an organization; with ``by``, the change is announced."""
-    membership = await find_membership(session, org.id, user_id)
+async def require_member(
+    session: AsyncSession, org_id: int, user: User, *, manage: bool = False
+) -> Membership | None:
+    """The user's membership; 404 for outsiders, 403 for members who may not manage.
+
+    Gateway admins pass without a membership.
+    """
+    membership = await find_membership(session, org_id, user.id)
+    if user.role == Role.ADMIN and membership is None:
+        return None
     if membership is None:
-        raise NotFound("This user is not a member", code="member_not_found")
-    await session.delete(membership)
-    await session.flush()
-    for hook in _member_removed_hooks:
-        await hook(session, org.id, user_id)
-    if by is not None:
-        _announce(session, OrgChange("member_removed", org.id, by, {"user_id": user_id}))
+        raise NotFound("Organization not found", code="organization_not_found")
+    if manage and membership.role not in MANAGER_ROLES:
+        raise Forbidden("Only owners and admins manage this organization", code="not_org_admin")
+    return membership
+
+
+async def authority(
+    session: AsyncSession, org_id: int, caller: Caller, *, manage: bool = False
+) -> Membership | None:
+    """The caller's membership as :func:`require_member` checks it; None when the caller
+    acts as an administrator (who may do what the organization's owners may)."""
+    if caller.administrator:
+        return None
+    return await require_member(session, org_id, caller.user, manage=manage)
+
+
+def check_role_grant(manager: Membership | None, role: str) -> None:
+    """Forbidden unless ``manager`` may grant (or touch someone holding) ``role``: only
+    owners make or change owners; administrators (``manager`` None) may do anything."""
+    if role == OrgRole.OWNER and manager is not None and manager.role != OrgRole.OWNER:
+        raise Forbidden("Only owners can make owners", code="not_org_owner")
 
 
 async def ensure_an_owner_remains(session: AsyncSession, org_id: int, losing_user_id: int) -> None:
@@ -223,168 +245,126 @@ async def ensure_an_owner_remains(session: AsyncSession, org_id: int, losing_use
         raise Conflict("An organization keeps at least one owner", code="last_owner")
 
 
-@dataclass(frozen=True)
-class Invitee:
-    """Whom an invitation is for, exactly as the inviter named them."""
+async def organization_for(
+    session: AsyncSession, org_id: int, caller: Caller
+) -> tuple[Organization, Membership | None]:
+    """An organization the caller may see, with the caller's membership (None for admins)."""
+    org = await get_organization(session, org_id)
+    return org, await authority(session, org_id, caller)
 
-    user_id: int | None = None
-    email: str | None = None
 
-
-def _addressed_to(invitee: Invitee) -> Any:
-    if invitee.user_id is not None:
-        return Invitation.invitee_user_id == invitee.user_id
-    return (Invitation.invitee_user_id.is_(None)) & (
-        Invitation.invitee_email == normalise_email(invitee.email or "")
+async def _members(session: AsyncSession, org_id: int) -> list[tuple[Membership, User]]:
+    query = (
+        select(Membership, User)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.organization_id == org_id)
+        .order_by(Membership.id)
     )
+    return [(m, u) for m, u in (await session.execute(query)).all()]
 
 
-async def _is_member_already(session: AsyncSession, org_id: int, invitee: Invitee) -> bool:
-    """Whether the invitee is a member: only co-members are disclosed, never other users."""
-    query = select(Membership.id).where(Membership.organization_id == org_id)
-    if invitee.user_id is not None:
-        query = query.where(Membership.user_id == invitee.user_id)
-    else:
-        query = query.join(User, User.id == Membership.user_id).where(
-            User.email == normalise_email(invitee.email or "")
-        )
-    return (await session.execute(query.limit(1))).first() is not None
+async def list_members(
+    session: AsyncSession, org_id: int, caller: Caller
+) -> list[tuple[Membership, User]]:
+    """The organization's members with their users. Members and administrators."""
+    await organization_for(session, org_id, caller)
+    return await _members(session, org_id)
 
 
-async def invite(
-    session: AsyncSession, org: Organization, invitee: Invitee, role: str, *, by: OrgActor
-) -> Invitation:
-    """Invite someone to join ``org``; they become a member only once they accept.
-
-    The answer is the same whether or not the named user exists. Inviting someone who
-    has a pending invitation already updates that one's role.
-    """
-    if invitee.user_id is None and not (invitee.email and invitee.email.strip()):
-        raise BadRequest("Give user_id or email", code="member_not_named")
-    if await _is_member_already(session, org.id, invitee):
-        raise Conflict("This user is a member already", code="already_member")
-    pending = await session.execute(
-        select(Invitation).where(
-            Invitation.organization_id == org.id,
-            Invitation.status == InvitationStatus.PENDING,
-            _addressed_to(invitee),
-        )
-    )
-    invitation = pending.scalars().first()
-    if invitation is None:
-        invitation = Invitation(
-            organization_id=org.id,
-            invitee_user_id=invitee.user_id,
-            invitee_email=None
-            if invitee.user_id is not None
-            else normalise_email(invitee.email or ""),
-            status=InvitationStatus.PENDING,
-            invited_by_user_id=by.user_id,
-        )
-        session.add(invitation)
-    invitation.role = role
+async def enrol(session: AsyncSession, org: Organization, user_id: int, role: str) -> Membership:
+    """Make a user a member without asking them or auditing it: for seed-demo only."""
+    user = await get_user(session, user_id)
+    membership = Membership(organization_id=org.id, user_id=user.id, role=role)
+    session.add(membership)
     await session.flush()
-    named = (
-        {"user_id": invitee.user_id}
-        if invitee.user_id is not None
-        else {"email": invitation.invitee_email}
-    )
-    details = {"invitation_id": invitation.id, "role": role, **named}
-    _announce(session, OrgChange("member_invited", org.id, by, details))
-    return invitation
+    return membership
 
 
-def _for_user(user: User) -> Any:
-    return or_(
-        Invitation.invitee_user_id == user.id,
-        Invitation.invitee_user_id.is_(None) & (Invitation.invitee_email == user.email),
-    )
+async def add_member(
+    session: AsyncSession, org_id: int, user_id: int, role: str, caller: Caller
+) -> tuple[Membership, User]:
+    """Add a user to an organization without asking them, or change a member's role, as
+    :func:`change_member_role` does. Administrators only: members invite instead."""
+    if not caller.administrator:
+        raise Forbidden("Only administrators add members directly", code="permission_denied")
+    org = await get_organization(session, org_id, lock=True)
+    user = await get_user(session, user_id)
+    if await find_membership(session, org.id, user_id) is not None:
+        return await change_member_role(session, org_id, user_id, role, caller)
+    membership = Membership(organization_id=org.id, user_id=user.id, role=role)
+    session.add(membership)
+    await session.flush()
+    details = {"user_id": user_id, "role": role}
+    announce(session, OrgChange("member_added", org.id, caller.actor, details))
+    return membership, user
 
 
-async def invitations_for(
-    session: AsyncSession, user: User
-) -> list[tuple[Invitation, Organization]]:
-    """The user's pending invitations with their organizations, oldest first."""
-    rows = await session.execute(
-        select(Invitation, Organization)
-        .join(Organization, Organization.id == Invitation.organization_id)
-        .where(Invitation.status == InvitationStatus.PENDING, _for_user(user))
-        .order_by(Invitation.id)
-    )
-    return [(i, o) for i, o in rows.all()]
+def _no_member() -> NotFound:
+    return NotFound("This user is not a member", code="member_not_found")
 
 
-async def invitations_of(session: AsyncSession, org: Organization) -> Sequence[Invitation]:
-    """The organization's pending invitations, oldest first."""
-    rows = await session.execute(
-        select(Invitation)
-        .where(Invitation.organization_id == org.id, Invitation.status == InvitationStatus.PENDING)
-        .order_by(Invitation.id)
-    )
-    return rows.scalars().all()
+async def change_member_role(
+    session: AsyncSession, org_id: int, member_id: int, role: str, caller: Caller
+) -> tuple[Membership, User]:
+    """Change a member's role; audited. Owners and admins (and administrators); only owners
+    touch owners; the last owner stays one. An owner or admin lowered to a plain member
+    loses what only managers may use (the role-lowered hooks revoke their leases)."""
+    await get_organization(session, org_id, lock=True)
+    manager = await authority(session, org_id, caller, manage=True)
+    current = await find_membership(session, org_id, member_id)
+    if current is None:
+        raise _no_member()
+    check_role_grant(manager, role)
+    check_role_grant(manager, current.role)
+    if current.role == OrgRole.OWNER and role != OrgRole.OWNER:
+        await ensure_an_owner_remains(session, org_id, member_id)
+    previous = current.role
+    current.role = role
+    await session.flush()
+    details = {"user_id": member_id, "from": previous, "to": role}
+    announce(session, OrgChange("member_role_changed", org_id, caller.actor, details))
+    if previous in MANAGER_ROLES and role not in MANAGER_ROLES:
+        for hook in installed_hooks().role_lowered:
+            await hook(session, org_id, member_id, caller.actor)
+    return current, await get_user(session, member_id)
 
 
-def _no_invitation() -> NotFound:
-    return NotFound("Invitation not found", code="invitation_not_found")
+async def _take_out(session: AsyncSession, membership: Membership, actor: OrgActor) -> None:
+    """End a membership: the member-removed hooks run, and the change is announced."""
+    org_id, user_id = membership.organization_id, membership.user_id
+    hooks = installed_hooks()
+    await session.delete(membership)
+    await session.flush()
+    for hook in hooks.member_removed:
+        await hook(session, org_id, user_id)
+    announce(session, OrgChange("member_removed", org_id, actor, {"user_id": user_id}))
 
 
-async def _settle(
-    session: AsyncSession, invitation_id: int, condition: Any, status: str
-) -> Invitation:
-    """Move a pending invitation matching ``condition`` to ``status``, once (race-safe)."""
-    result = await session.execute(
-        update(Invitation)
-        .where(
-            Invitation.id == invitation_id,
-            Invitation.status == InvitationStatus.PENDING,
-            condition,
-        )
-        .values(status=status, responded_at=utcnow())
-        .returning(Invitation.id)
-    )
-    if result.first() is None:
-        raise _no_invitation()
-    invitation = await session.get(Invitation, invitation_id, populate_existing=True)
-    if invitation is None:
-        raise _no_invitation()
-    return invitation
+async def remove_member(session: AsyncSession, org_id: int, member_id: int, caller: Caller) -> None:
+    """Take a member out of an organization (or leave it); audited, and their leases
+    carrying its credentials are revoked (by the member-removed hooks). Owners and admins
+    (and administrators), or the member themselves; the last owner stays."""
+    await get_organization(session, org_id, lock=True)
+    leaving = member_id == caller.user.id
+    manager = await authority(session, org_id, caller, manage=not leaving)
+    current = await find_membership(session, org_id, member_id)
+    if current is None:
+        raise _no_member()
+    if not leaving:
+        check_role_grant(manager, current.role)
+    if current.role == OrgRole.OWNER:
+        await ensure_an_owner_remains(session, org_id, member_id)
+    await _take_out(session, current, caller.actor)
 
 
-async def accept_invitation(
-    session: AsyncSession, invitation_id: int, user: User, *, by: OrgActor
-) -> tuple[Membership, Organization]:
-    """The invitee joins the organization with the invited role (a member already keeps
-    their role); NotFound for anyone but the invitee or an invitation no longer pending."""
-    invitation = await _settle(session, invitation_id, _for_user(user), InvitationStatus.ACCEPTED)
-    org = await get_organization(session, invitation.organization_id)
-    membership = await find_membership(session, org.id, user.id)
-    if membership is None:
-        membership = Membership(organization_id=org.id, user_id=user.id, role=invitation.role)
-        session.add(membership)
-        await session.flush()
-    details = {"invitation_id": invitation.id, "user_id": user.id, "role": membership.role}
-    _announce(session, OrgChange("invitation_accepted", org.id, by, details))
-    return membership, org
-
-
-async def decline_invitation(
-    session: AsyncSession, invitation_id: int, user: User, *, by: OrgActor
-) -> Invitation:
-    """The invitee says no; NotFound for anyone else or an invitation no longer pending."""
-    invitation = await _settle(session, invitation_id, _for_user(user), InvitationStatus.DECLINED)
-    details = {"invitation_id": invitation.id, "user_id": user.id}
-    _announce(session, OrgChange("invitation_declined", invitation.organization_id, by, details))
-    return invitation
-
-
-async def cancel_invitation(
-    session: AsyncSession, org: Organization, invitation_id: int, *, by: OrgActor
-) -> Invitation:
-    """Withdraw one of the organization's pending invitations (its managers do)."""
-    condition = Invitation.organization_id == org.id
-    invitation = await _settle(session, invitation_id, condition, InvitationStatus.CANCELLED)
-    _announce(
-        session,
-        OrgChange("invitation_cancelled", org.id, by, {"invitation_id": invitation.id}),
-    )
-    return invitation
+async def delete_organization(session: AsyncSession, org_id: int, caller: Caller) -> None:
+    """Remove an organization: each member leaves it (hooks, audit and all), then it goes.
+    Administrators only."""
+    if not caller.administrator:
+        raise Forbidden("Only administrators delete organizations", code="permission_denied")
+    org = await get_organization(session, org_id, lock=True)
+    for membership, _ in await _members(session, org.id):
+        await _take_out(session, membership, caller.actor)
+    announce(session, OrgChange("organization_deleted", org.id, caller.actor, {"slug": org.slug}))
+    await session.delete(org)
+    await session.flush()

@@ -21,6 +21,7 @@ from tollgate.core.errors import Conflict
 from tollgate.identity import organizations as orgs
 from tollgate.identity import service
 from tollgate.identity.deps import AdminReader, CurrentUser, OrgAdmin, Superuser
+from tollgate.identity.models import User
 from tollgate.identity.schemas import (
     MemberAdd,
     MemberOut,
@@ -115,6 +116,10 @@ async def delete_user(
     return Response(status_code=204)
 
 
+def _administrator(admin: User, address: str | None = None) -> orgs.Caller:
+    return orgs.Caller(user=admin, client_address=address, administrator=True)
+
+
 @orgs_router.get("", response_model=list[OrganizationOut])
 async def list_organizations(
     _: OrgAdmin, session: SessionDep, limit: PageLimit = 100, offset: PageOffset = 0
@@ -126,11 +131,15 @@ async def list_organizations(
 
 @orgs_router.post("", response_model=OrganizationOut, status_code=201)
 async def create_organization(
-    body: OrganizationCreate, _: OrgAdmin, session: SessionDep
+    body: OrganizationCreate, admin: OrgAdmin, session: SessionDep, address: ClientAddress
 ) -> OrganizationOut:
-    """Create an organization, optionally with an owner. Needs ``admin.organizations.manage``."""
+    """Create an organization, optionally with an owner; audited. Needs
+    ``admin.organizations.manage``."""
     owner = await service.get_user(session, body.owner_id) if body.owner_id else None
-    org = await orgs.create_organization(session, name=body.name, slug=body.slug, owner=owner)
+    by = _administrator(admin, address).actor
+    org = await orgs.create_organization(
+        session, name=body.name, slug=body.slug, owner=owner, by=by
+    )
     return OrganizationOut.model_validate(org)
 
 
@@ -141,28 +150,32 @@ async def read_organization(org_id: PathId, _: OrgAdmin, session: SessionDep) ->
 
 
 @orgs_router.delete("/{org_id}", status_code=204)
-async def delete_organization(org_id: PathId, _: OrgAdmin, session: SessionDep) -> Response:
-    """Delete an organization. Needs ``admin.organizations.manage``."""
-    await orgs.delete_organization(session, await orgs.get_organization(session, org_id))
+async def delete_organization(
+    org_id: PathId, admin: OrgAdmin, session: SessionDep, address: ClientAddress
+) -> Response:
+    """Delete an organization (each member leaves it); audited. Needs
+    ``admin.organizations.manage``."""
+    await orgs.delete_organization(session, org_id, _administrator(admin, address))
     return Response(status_code=204)
 
 
 @orgs_router.get("/{org_id}/members", response_model=list[MemberOut])
-async def list_members(org_id: PathId, _: OrgAdmin, session: SessionDep) -> list[MemberOut]:
+async def list_members(org_id: PathId, admin: OrgAdmin, session: SessionDep) -> list[MemberOut]:
     """An organization's members. Needs ``admin.organizations.manage``."""
-    org = await orgs.get_organization(session, org_id)
-    return [MemberOut.of(m, u) for m, u in await orgs.list_members(session, org)]
+    members = await orgs.list_members(session, org_id, _administrator(admin))
+    return [MemberOut.of(m, u) for m, u in members]
 
 
 @orgs_router.post("/{org_id}/members", response_model=MemberOut, status_code=201)
 async def add_member(
     org_id: PathId, body: MemberAdd, admin: OrgAdmin, session: SessionDep, address: ClientAddress
 ) -> MemberOut:
-    """Add a member directly (no invitation), or change a member's role; audited.
-    Needs ``admin.organizations.manage``."""
-    org = await orgs.get_organization(session, org_id)
-    by = orgs.OrgActor(user_id=admin.id, client_address=address)
-    membership, user = await orgs.add_member(session, org, body.user_id, body.role, by=by)
+    """Add a member directly (no invitation), or change a member's role, under the rules
+    of the members' API (the last owner stays one; a lowered manager loses leases);
+    audited. Needs ``admin.organizations.manage``."""
+    membership, user = await orgs.add_member(
+        session, org_id, body.user_id, body.role, _administrator(admin, address)
+    )
     return MemberOut.of(membership, user)
 
 
@@ -170,8 +183,7 @@ async def add_member(
 async def remove_member(
     org_id: PathId, user_id: PathId, admin: OrgAdmin, session: SessionDep, address: ClientAddress
 ) -> Response:
-    """Remove a member; audited. Needs ``admin.organizations.manage``."""
-    org = await orgs.get_organization(session, org_id)
-    by = orgs.OrgActor(user_id=admin.id, client_address=address)
-    await orgs.remove_member(session, org, user_id, by=by)
+    """Remove a member (the last owner stays); their leases carrying the organization's
+    credentials are revoked; audited. Needs ``admin.organizations.manage``."""
+    await orgs.remove_member(session, org_id, user_id, _administrator(admin, address))
     return Response(status_code=204)
