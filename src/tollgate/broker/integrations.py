@@ -14,11 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate.broker import audit, catalogue
 from tollgate.broker.models import Integration, IntegrationStatus, SharedWith
 from tollgate.core.crypto import MASK, Keyring
-from tollgate.core.encrypted import associated_data, register_encrypted_column
+from tollgate.core.encrypted import associated_data
 from tollgate.core.errors import Conflict, Forbidden, NotFound
 from tollgate.identity.models import Membership, Organization, OrgRole, User
-
-register_encrypted_column(Integration.__table__, "credentials_envelope")  # type: ignore[arg-type]
 
 MANAGER_ROLES = frozenset({OrgRole.OWNER, OrgRole.ADMIN})
 """Organization roles that manage its integrations and members."""

@@ -32,13 +32,11 @@ from tollgate.broker.models import (
 )
 from tollgate.core.crypto import Keyring
 from tollgate.core.database import add_seconds, database_now, earliest, utcnow
-from tollgate.core.encrypted import associated_data, register_encrypted_column
+from tollgate.core.encrypted import associated_data
 from tollgate.core.errors import Conflict, NotFound, Unprocessable
 from tollgate.core.settings import Settings
 from tollgate.identity.models import Membership, User
 from tollgate.identity.organizations import on_member_removed
-
-register_encrypted_column(Lease.__table__, "credentials_envelope")  # type: ignore[arg-type]
 
 LEASE_ID_PREFIX = "lse_"
 LEASE_ID_RANDOM_BYTES = 16
