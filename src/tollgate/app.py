@@ -30,6 +30,7 @@ from tollgate.core.jobs import Scheduler
 from tollgate.core.logging import configure_logging
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings, get_settings
+from tollgate.core.state import AppState, install_state
 from tollgate.data import routes as data_routes
 from tollgate.data.service import DataAccess
 from tollgate.data.tools import UPSTREAM_NAME as DATA_UPSTREAM
@@ -40,6 +41,7 @@ from tollgate.gateway.hub import Gateway
 from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
 from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
 from tollgate.identity import routes as identity_routes
+from tollgate.wiring import encrypted_columns
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +64,21 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     endpoint.server.extensions.update(identity_extension(settings))
     recorder = Recorder(runtime.sessions, runtime.cache)
     gateway.observers.attach(recorder.observe)
-    data = (
-        DataAccess(runtime, key_store(runtime), settler, gateway.observers)
-        if settings.mcp_enabled
-        else None
+    keys = key_store(runtime)
+    data = DataAccess(runtime, keys, settler, gateway.observers) if settings.mcp_enabled else None
+    state = AppState(
+        runtime=runtime,
+        settler=settler,
+        gateway=gateway,
+        endpoint=endpoint,
+        recorder=recorder,
+        keys=keys,
+        data=data,
+        encrypted_columns=encrypted_columns(),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.runtime = runtime
-        app.state.gateway = gateway
-        app.state.mcp = endpoint
-        app.state.data = data
         scheduler = Scheduler()
         await heartbeat(runtime.cache, runtime.instance_id)
         await jobs.settle_abandoned_calls(runtime.sessions, runtime.cache)
@@ -122,6 +127,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         lifespan=lifespan,
         debug=False,
     )
+    install_state(app, state)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(DBAPIError, _database_refused_value)
@@ -151,7 +157,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     session_router = SessionRouter(
         BearerGate(
             mcp_app,
-            key_store(runtime),
+            keys,
             lambda scope: _resource_metadata_url(settings, scope),
         ),
         endpoint.server.session_manager,
