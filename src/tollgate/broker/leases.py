@@ -85,6 +85,16 @@ async def resolve(
     return found
 
 
+async def credential_of(
+    session: AsyncSession, keyring: Keyring, user_id: int, service: str
+) -> dict[str, Any] | None:
+    """User ``user_id``'s credential for ``service`` in clear, resolved as for a lease (their
+    own integration, else one an organization shares with them); None when they have none."""
+    user = (await session.execute(select(User).where(User.id == user_id))).scalar_one()
+    found = (await resolve(session, user, [service])).get(service)
+    return unseal(keyring, found.integration) if found is not None else None
+
+
 async def available_services(session: AsyncSession, user: User) -> list[str]:
     """Every service ``user`` can get a credential for, sorted."""
     personal = select(Integration.service).where(
