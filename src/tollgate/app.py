@@ -6,9 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError
+from fastapi import FastAPI
 from starlette.types import Scope
 
 from tollgate import __version__
@@ -24,7 +22,7 @@ from tollgate.broker import organization_routes
 from tollgate.broker import routes as broker_routes
 from tollgate.core import health
 from tollgate.core.bodylimit import BodySizeLimit
-from tollgate.core.errors import error_response, install_error_handlers
+from tollgate.core.errors import COMMON_ERRORS, error_responses, install_error_handlers
 from tollgate.core.instances import HEARTBEAT_INTERVAL_SECONDS, heartbeat
 from tollgate.core.jobs import Scheduler
 from tollgate.core.logging import configure_logging
@@ -130,10 +128,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     install_state(app, state)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_exception_handler(DBAPIError, _database_refused_value)
+    app.include_router(health.router)
+    app.include_router(identity_routes.auth_router, responses=error_responses(401, 422))
     for router in (
-        health.router,
-        identity_routes.auth_router,
         identity_routes.users_router,
         identity_routes.orgs_router,
         account_routes.router,
@@ -147,12 +144,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         organization_routes.organizations_router,
         organization_routes.invitations_router,
         gateway_routes.router,
-        gateway_routes.metadata_router,
-        data_routes.router,
-        analytics_routes.router,
-        analytics_routes.metrics_router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=error_responses(*COMMON_ERRORS))
+    app.include_router(gateway_routes.metadata_router)
+    app.include_router(data_routes.router)
+    for router in (analytics_routes.router, analytics_routes.metrics_router):
+        app.include_router(router, responses=error_responses(*COMMON_ERRORS))
     mcp_app = endpoint.asgi_app(settings.allowed_hosts)
     session_router = SessionRouter(
         BearerGate(
@@ -166,19 +163,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     app.mount("/", session_router)
     return app
-
-
-UNSTORABLE_TEXT = ("invalid byte sequence", "0x00", "character not in repertoire")
-"""How PostgreSQL refuses text it cannot store (a NUL character above all)."""
-
-
-async def _database_refused_value(request: Request, exc: Exception) -> JSONResponse:
-    """A value the database cannot hold is the client's error (422), not the server's."""
-    text = str(getattr(exc, "orig", exc)).lower()
-    if isinstance(exc, DataError) or any(marker in text for marker in UNSTORABLE_TEXT):
-        return error_response(422, "invalid_value", "A value is out of range or not storable")
-    logger.error("database error: %s", type(exc).__name__)
-    return error_response(500, "internal_error", "Internal server error")
 
 
 def _schedule_jobs(scheduler: Scheduler, runtime: Runtime) -> None:

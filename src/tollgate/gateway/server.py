@@ -31,16 +31,20 @@ from mcp.server.subscriptions import (
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate import __version__
 from tollgate.accounts.keys import KeyStore
+from tollgate.core.errors import bearer_refusal, not_found_response
 from tollgate.gateway.hub import Caller, Gateway
 
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+
+KEY_REQUIRED = "An active Tollgate account key (mcp_...) is required"
+"""Why ``/mcp`` refused the request: it takes account keys only."""
+
 PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource/mcp"
 
 current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
@@ -236,7 +240,7 @@ class BearerGate:
             await self.app(scope, receive, send)
             return
         if scope["path"].rstrip("/") != MCP_PATH:
-            await _not_found(scope, receive, send)
+            await not_found_response()(scope, receive, send)
             return
         token = _bearer(scope)
         caller = await self._authenticate(token)
@@ -265,23 +269,8 @@ class BearerGate:
         return Caller(identity.account_id, identity.user_id, identity.email)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: str) -> None:
-        challenge = (
-            f'Bearer error="{error}", resource_metadata="{self.resource_metadata_url(scope)}"'
-        )
-        response = JSONResponse(
-            {
-                "error": error,
-                "error_description": "An active Tollgate account key (mcp_...) is required",
-            },
-            status_code=401,
-            headers={"WWW-Authenticate": challenge},
-        )
+        response = bearer_refusal(error, KEY_REQUIRED, self.resource_metadata_url(scope))
         await response(scope, receive, send)
-
-
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    response = JSONResponse({"detail": {"code": "not_found", "message": "Not Found"}}, 404)
-    await response(scope, receive, send)
 
 
 def _bearer(scope: Scope) -> str:
