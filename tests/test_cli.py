@@ -11,12 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from tests.conftest import JWT_SECRET, bearer, make_user
+from tests.broker.factories import jira, lease, mcp_headers, person, personal_integration
+from tests.conftest import JWT_SECRET, auth, bearer, make_user
 from tollgate import __version__
+from tollgate.core.crypto import Keyring, generate_key_spec
+from tollgate.core.database import Base, transaction
+from tollgate.core.encrypted import (
+    EncryptedColumn,
+    Envelope,
+    associated_data,
+    envelope_columns,
+)
 from tollgate.core.runtime import Runtime
+from tollgate.gateway import service as upstream_service
+from tollgate.gateway.schemas import UpstreamCreate
 from tollgate.identity.models import User
+from tollgate.wiring import encrypted_columns
 
 TOLLGATE = Path(sys.executable).with_name("tollgate")
 """The console script installed beside this interpreter (the venv's ``bin``)."""
@@ -260,3 +272,67 @@ async def test_serve_with_several_workers_refuses_to_start_without_redis(
     )
     assert run.code == 2, run.output
     assert "REDIS_URL" in run.err
+
+
+def test_every_envelope_column_of_the_models_is_rotated_by_rotate_keys() -> None:
+    assert {entry.label for entry in encrypted_columns()} == envelope_columns(Base.metadata)
+
+
+def _envelope_columns() -> list[EncryptedColumn]:
+    """Every column typed ``Envelope`` in the models, whatever the wiring lists."""
+    return [
+        EncryptedColumn(table, column.name)
+        for table in Base.metadata.tables.values()
+        for column in table.columns
+        if isinstance(column.type, Envelope)
+    ]
+
+
+async def _seal_every_encrypted_column(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> dict[str, dict[object, str]]:
+    """At least one row in every table with an encrypted column, each such value sealed
+    under the current key; returns the clear value expected back per column and row."""
+    user = await person(runtime, "rotating")
+    await personal_integration(client, auth(runtime, user), "jira", jira())
+    await lease(client, await mcp_headers(client, runtime, user), ["jira"])
+    body = UpstreamCreate(name="vault", url="https://vault.example/mcp", headers={"X-Key": "k"})
+    async with transaction(runtime.sessions) as session:
+        await upstream_service.create(session, runtime.keyring, body)
+    expected: dict[str, dict[object, str]] = {}
+    async with transaction(runtime.sessions) as session:
+        for entry in _envelope_columns():
+            table = entry.table
+            ids = (await session.execute(select(table.c.id))).scalars().all()
+            assert ids, f"no {table.name} row: create one above so its rotation is checked"
+            values = expected.setdefault(entry.label, {})
+            for row_id in ids:
+                values[row_id] = f"{entry.label}:{row_id}"
+                sealed = runtime.keyring.encrypt_text(
+                    values[row_id], associated_data(table.name, entry.column, row_id)
+                )
+                await session.execute(
+                    update(table).where(table.c.id == row_id).values({entry.column: sealed})
+                )
+    return expected
+
+
+async def test_rotate_keys_reencrypts_every_encrypted_column_of_every_table(
+    client: httpx.AsyncClient, runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    expected = await _seal_every_encrypted_column(client, runtime)
+    new_spec = generate_key_spec()
+    keys = f"{new_spec},{runtime.settings.encryption_keys}"
+    env = cli_env(tmp_path / "cli", database_url) | {"TOLLGATE_ENCRYPTION_KEYS": keys}
+
+    run = await tollgate("rotate-keys", "--no-new-key", env=env, cwd=tmp_path)
+
+    assert run.code == 0, run.output
+    only_new = Keyring.parse(new_spec)
+    async with runtime.sessions() as session:
+        for entry in _envelope_columns():
+            assert f"{entry.label}: {len(expected[entry.label])} re-encrypted" in run.out
+            table, column = entry.table, entry.table.c[entry.column]
+            for row_id, envelope in (await session.execute(select(table.c.id, column))).all():
+                aad = associated_data(table.name, entry.column, row_id)
+                assert only_new.decrypt_text(envelope, aad) == expected[entry.label][row_id]

@@ -6,9 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError
+from fastapi import FastAPI
 from starlette.types import Scope
 
 from tollgate import __version__
@@ -27,12 +25,13 @@ from tollgate.broker.deps import audit_token_refusal
 from tollgate.broker.wiring import organization_hooks
 from tollgate.core import health
 from tollgate.core.bodylimit import BodySizeLimit
-from tollgate.core.errors import error_response, install_error_handlers
+from tollgate.core.errors import COMMON_ERRORS, error_responses, install_error_handlers
 from tollgate.core.instances import HEARTBEAT_INTERVAL_SECONDS, heartbeat
 from tollgate.core.jobs import Scheduler
 from tollgate.core.logging import configure_logging
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings, get_settings
+from tollgate.core.state import AppState, install_state
 from tollgate.data import routes as data_routes
 from tollgate.data.service import DataAccess
 from tollgate.data.tools import UPSTREAM_NAME as DATA_UPSTREAM
@@ -44,7 +43,8 @@ from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndp
 from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
 from tollgate.identity import organizations
 from tollgate.identity import routes as identity_routes
-from tollgate.identity.credentials import Credentials, install_credentials
+from tollgate.identity.credentials import Credentials
+from tollgate.wiring import encrypted_columns
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         configure_logging(settings.log_level, settings.log_json)
     runtime = Runtime.build(settings)
     credentials = Credentials(runtime, key_store(runtime), audit_token_refusal(runtime))
-    install_credentials(runtime, credentials)
     organizations.install_hooks(organization_hooks())
     settler = Settler(runtime.sessions)
     gateway = Gateway(runtime, settler)
@@ -70,6 +69,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     endpoint.server.extensions.update(identity_extension(settings))
     recorder = Recorder(runtime.sessions, runtime.cache)
     gateway.observers.attach(recorder.observe)
+    keys = key_store(runtime)
     data = (
         DataAccess(
             settings,
@@ -80,13 +80,20 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         if settings.mcp_enabled
         else None
     )
+    state = AppState(
+        runtime=runtime,
+        settler=settler,
+        gateway=gateway,
+        endpoint=endpoint,
+        recorder=recorder,
+        keys=keys,
+        credentials=credentials,
+        data=data,
+        encrypted_columns=encrypted_columns(),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.runtime = runtime
-        app.state.gateway = gateway
-        app.state.mcp = endpoint
-        app.state.data = data
         scheduler = Scheduler()
         await heartbeat(runtime.cache, runtime.instance_id)
         await jobs.settle_abandoned_calls(runtime.sessions, runtime.cache)
@@ -135,12 +142,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         lifespan=lifespan,
         debug=False,
     )
+    install_state(app, state)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_exception_handler(DBAPIError, _database_refused_value)
+    app.include_router(health.router)
+    app.include_router(identity_routes.auth_router, responses=error_responses(401, 422))
     for router in (
-        health.router,
-        identity_routes.auth_router,
         identity_routes.users_router,
         identity_routes.orgs_router,
         account_routes.router,
@@ -154,18 +161,18 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         organization_routes.organizations_router,
         organization_routes.invitations_router,
         gateway_routes.router,
-        gateway_routes.metadata_router,
-        data_routes.router,
-        analytics_routes.router,
-        analytics_routes.metrics_router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=error_responses(*COMMON_ERRORS))
+    app.include_router(gateway_routes.metadata_router)
+    app.include_router(data_routes.router)
+    for router in (analytics_routes.router, analytics_routes.metrics_router):
+        app.include_router(router, responses=error_responses(*COMMON_ERRORS))
     mcp_app = endpoint.asgi_app(settings.allowed_hosts)
     session_router = SessionRouter(
         BearerGate(
             mcp_app,
             credentials,
-            key_store(runtime),
+            keys,
             lambda scope: _resource_metadata_url(settings, scope),
         ),
         endpoint.server.session_manager,
@@ -174,19 +181,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     app.mount("/", session_router)
     return app
-
-
-UNSTORABLE_TEXT = ("invalid byte sequence", "0x00", "character not in repertoire")
-"""How PostgreSQL refuses text it cannot store (a NUL character above all)."""
-
-
-async def _database_refused_value(request: Request, exc: Exception) -> JSONResponse:
-    """A value the database cannot hold is the client's error (422), not the server's."""
-    text = str(getattr(exc, "orig", exc)).lower()
-    if isinstance(exc, DataError) or any(marker in text for marker in UNSTORABLE_TEXT):
-        return error_response(422, "invalid_value", "A value is out of range or not storable")
-    logger.error("database error: %s", type(exc).__name__)
-    return error_response(500, "internal_error", "Internal server error")
 
 
 def _schedule_jobs(scheduler: Scheduler, runtime: Runtime) -> None:

@@ -40,6 +40,7 @@ from tollgate.identity import organizations
 from tollgate.identity import service as users
 from tollgate.identity.models import Role
 from tollgate.migrate import upgrade_to_head
+from tollgate.wiring import encrypted_columns
 
 app = typer.Typer(help="Tollgate: MCP gateway and control plane.", no_args_is_help=True)
 token_app = typer.Typer(help="Access tokens for MCP servers.", no_args_is_help=True)
@@ -214,7 +215,7 @@ def rotate_keys(
 
     async def work(runtime: Runtime) -> dict[str, int]:
         async with transaction(runtime.sessions) as session:
-            return await reencrypt_all(session, runtime.keyring)
+            return await reencrypt_all(session, runtime.keyring, encrypted_columns())
 
     counts = _with_runtime(settings, work)
     typer.echo(f"primary key: {Keyring.parse(settings.encryption_keys).primary_id}")

@@ -11,12 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollgate.core.crypto import CryptoError, Keyring, generate_key_spec, hash_token, new_token
 from tollgate.core.database import transaction
-from tollgate.core.encrypted import (
-    associated_data,
-    reencrypt_all,
-    register_encrypted_column,
-    unregister_encrypted_column,
-)
+from tollgate.core.encrypted import EncryptedColumn, associated_data, reencrypt_all
 from tollgate.core.runtime import Runtime
 
 
@@ -80,19 +75,18 @@ _secrets_table = Table(
     Column("id", Integer, primary_key=True),
     Column("secret", String(1000)),
 )
+_SECRET_COLUMNS = (EncryptedColumn(_secrets_table, "secret"),)
 
 
 @pytest.fixture
 async def secrets_table(runtime: Runtime) -> AsyncIterator[AsyncEngine]:
-    """A real table holding envelopes, registered for rotation, dropped afterwards."""
+    """A real table holding envelopes, dropped afterwards."""
     engine = runtime.engine
     async with engine.begin() as connection:
         await connection.run_sync(_metadata.create_all)
-    entry = register_encrypted_column(_secrets_table, "secret")
     try:
         yield engine
     finally:
-        unregister_encrypted_column(entry)
         async with engine.begin() as connection:
             await connection.run_sync(_metadata.drop_all)
 
@@ -111,7 +105,7 @@ async def test_rotation_reencrypts_stored_rows_under_the_new_key(
     new_ring = Keyring.parse(f"{new_spec},{runtime.settings.encryption_keys}")
 
     async with transaction(runtime.sessions) as session:
-        counts = await reencrypt_all(session, new_ring)
+        counts = await reencrypt_all(session, new_ring, _SECRET_COLUMNS)
     assert counts["rotation_test_secrets.secret"] == 3
 
     async with runtime.sessions() as session:
@@ -123,5 +117,5 @@ async def test_rotation_reencrypts_stored_rows_under_the_new_key(
         assert only_new.decrypt_text(envelope, aad) == f"value-{row_id}"
 
     async with transaction(runtime.sessions) as session:
-        again = await reencrypt_all(session, new_ring)
+        again = await reencrypt_all(session, new_ring, _SECRET_COLUMNS)
     assert again["rotation_test_secrets.secret"] == 0

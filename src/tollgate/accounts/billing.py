@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.accounts import credits
 from tollgate.accounts.models import BillingGrant, McpAccount, StripeEvent, TransactionType
-from tollgate.core.errors import BadRequest, ServiceUnavailable
+from tollgate.core.errors import BadRequest, InvalidWebhookPayload, ServiceUnavailable
 from tollgate.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -153,14 +153,6 @@ class WebhookResult:
     reason: str | None = None
 
 
-def _invalid_payload(exc: Exception) -> BadRequest:
-    """The 400 for a payload that does not read as an event; names the first bad field."""
-    extra: dict[str, Any] = {}
-    if isinstance(exc, ValidationError) and exc.errors():
-        extra["field"] = ".".join(str(part) for part in exc.errors()[0]["loc"])
-    return BadRequest("Invalid webhook payload", code="invalid_payload", extra=extra)
-
-
 def verify_event(payload: bytes, signature: str | None, settings: Settings) -> dict[str, Any]:
     """The event in ``payload`` if ``Stripe-Signature`` proves it came from Stripe."""
     if not settings.stripe_webhook_secret:
@@ -178,7 +170,7 @@ def verify_event(payload: bytes, signature: str | None, settings: Settings) -> d
         event = json.loads(text)
         _Event.model_validate(event)
     except (ValueError, RecursionError) as exc:  # ValidationError is a ValueError
-        raise _invalid_payload(exc) from exc
+        raise InvalidWebhookPayload(exc) from exc
     assert isinstance(event, dict)
     return event
 
@@ -187,7 +179,7 @@ def _parse(event: dict[str, Any]) -> _SubscriptionEvent:
     try:
         return _SubscriptionEvent.model_validate(event)
     except (ValidationError, RecursionError) as exc:
-        raise _invalid_payload(exc) from exc
+        raise InvalidWebhookPayload(exc) from exc
 
 
 async def handle_event(

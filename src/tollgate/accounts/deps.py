@@ -11,7 +11,7 @@ from tollgate.accounts.keys import KeyStore, key_store
 from tollgate.accounts.models import McpAccount
 from tollgate.core.deps import RuntimeDep, SessionDep
 from tollgate.identity.credentials import ACCOUNT_KEY_OR_USER, AccountKeyCaller, authenticate_bearer
-from tollgate.identity.deps import BearerToken, require
+from tollgate.identity.deps import BearerToken, CredentialsDep, require
 
 
 def get_key_store(runtime: RuntimeDep) -> KeyStore:
@@ -25,10 +25,12 @@ KeyStoreDep = Annotated[KeyStore, Depends(get_key_store)]
 
 
 async def account_of_caller(
-    token: BearerToken, session: SessionDep, runtime: RuntimeDep
+    token: BearerToken, session: SessionDep, credentials: CredentialsDep
 ) -> McpAccount:
     """The caller's MCP account, named by its key (``mcp_...``) or by the owner's JWT."""
-    caller = await authenticate_bearer(runtime, token, accept=ACCOUNT_KEY_OR_USER, session=session)
+    caller = await authenticate_bearer(
+        credentials, token, accept=ACCOUNT_KEY_OR_USER, session=session
+    )
     if isinstance(caller, AccountKeyCaller):
         return await service.get_account(session, caller.account_id)
     await require("mcp.account")(caller.user)

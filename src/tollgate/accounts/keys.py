@@ -91,9 +91,5 @@ class KeyStore(AccountKeys):
 
 
 def key_store(runtime: Runtime) -> KeyStore:
-    """The process's key store (one per runtime, so its cache is shared)."""
-    store = runtime.extras.get("key_store")
-    if not isinstance(store, KeyStore):
-        store = KeyStore(runtime.sessions, runtime.cache, runtime.settings.key_cache_ttl_seconds)
-        runtime.extras["key_store"] = store
-    return store
+    """A key store over the runtime's database and cache (it keeps no state of its own)."""
+    return KeyStore(runtime.sessions, runtime.cache, runtime.settings.key_cache_ttl_seconds)

@@ -15,18 +15,11 @@ from tollgate.accounts.models import CreditTransaction, McpAccount, ToolCall, Tr
 from tollgate.accounts.schemas import ToolUsage, UsageSummaryResponse
 from tollgate.core.clock import first_of_next_month, month_key, start_of_day, start_of_month
 from tollgate.core.database import after_commit, database_now
-from tollgate.core.errors import BadRequest, NotFound
+from tollgate.core.errors import McpAlreadyEnabled, McpNotEnabled, NotFound
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
 from tollgate.identity.models import User
 from tollgate.identity.service import on_access_changed
-
-NOT_ENABLED_MESSAGE = "MCP is not enabled for your account. Click 'Enable MCP' to get started."
-
-
-def not_enabled() -> NotFound:
-    """Seed 000's answer for a user without an MCP account."""
-    return NotFound(NOT_ENABLED_MESSAGE, code="mcp_not_enabled")
 
 
 async def find_account_for_user(session: AsyncSession, user_id: int) -> McpAccount | None:
@@ -39,7 +32,7 @@ async def account_for_user(session: AsyncSession, user_id: int) -> McpAccount:
     """The user's MCP account, or ``mcp_not_enabled``."""
     account = await find_account_for_user(session, user_id)
     if account is None:
-        raise not_enabled()
+        raise McpNotEnabled
     return account
 
 
@@ -62,7 +55,7 @@ class EnabledAccount:
 async def enable(session: AsyncSession, user: User, settings: Settings) -> EnabledAccount:
     """Create the user's MCP account on the default tier, with its first allocation."""
     if await find_account_for_user(session, user.id) is not None:
-        raise _already_enabled()
+        raise McpAlreadyEnabled
     key = generate_key()
     tier_name = settings.default_tier
     allocation = settings.tier(tier_name).monthly_allocation
@@ -86,7 +79,7 @@ async def enable(session: AsyncSession, user: User, settings: Settings) -> Enabl
         async with session.begin_nested():
             await session.flush()
     except IntegrityError as exc:
-        raise _already_enabled() from exc
+        raise McpAlreadyEnabled from exc
     session.add(
         CreditTransaction(
             account_id=account.id,
@@ -103,10 +96,6 @@ async def enable(session: AsyncSession, user: User, settings: Settings) -> Enabl
     await session.flush()
     await session.refresh(account)
     return EnabledAccount(account=account, key=key)
-
-
-def _already_enabled() -> BadRequest:
-    return BadRequest("MCP is already enabled for your account.", code="already_enabled")
 
 
 async def regenerate_key(session: AsyncSession, account: McpAccount, keys: KeyStore) -> NewKey:

@@ -21,7 +21,7 @@ from tollgate.core.deps import ClientAddress, RuntimeDep, SessionDep
 from tollgate.core.errors import Forbidden, Unauthorized
 from tollgate.core.settings import Settings
 from tollgate.identity.credentials import TokenCaller, user_or_token
-from tollgate.identity.deps import bearer_token
+from tollgate.identity.deps import CredentialsDep, bearer_token
 from tollgate.identity.permissions import permissions_for
 
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -59,13 +59,19 @@ async def check_signature(request: Request, settings: Settings, cache: Cache) ->
 
 
 async def ingestor(
-    request: Request, session: SessionDep, runtime: RuntimeDep, address: ClientAddress
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    credentials: CredentialsDep,
+    address: ClientAddress,
 ) -> str:
     """Who is posting: ``signed``, ``token:<prefix>`` or the admin's email."""
     if request.headers.get(SIGNATURE_HEADER):
         await check_signature(request, runtime.settings, runtime.cache)
         return "signed"
-    caller = await user_or_token(runtime, bearer_token(request), session=session, address=address)
+    caller = await user_or_token(
+        credentials, bearer_token(request), session=session, address=address
+    )
     token = caller.token if isinstance(caller, TokenCaller) else None
     if token is not None and "ingest" not in token.scopes:
         raise Forbidden("This token lacks the 'ingest' scope", code="insufficient_scope")

@@ -14,6 +14,7 @@ from starlette.websockets import WebSocketDisconnect
 from tollgate.analytics.recorder import LIVE_CHANNEL
 from tollgate.core.errors import TollgateError
 from tollgate.core.runtime import Runtime
+from tollgate.core.state import app_state
 from tollgate.identity.jwt import decode_access_token
 from tollgate.identity.models import User
 from tollgate.identity.permissions import permissions_for
@@ -83,7 +84,7 @@ class _Second:
 
 async def serve_live(websocket: WebSocket) -> None:
     """Stream the live feed to one admin until they disconnect."""
-    runtime: Runtime = websocket.app.state.runtime
+    runtime = app_state(websocket.app).runtime
     await websocket.accept()
     if await _admin(websocket, runtime) is None:
         await websocket.send_text(json.dumps({"type": "error", "error": "Not authorized"}))

@@ -12,7 +12,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.broker.models import ServiceDefinition
-from tollgate.core.errors import BadRequest, Conflict, NotFound, Unprocessable
+from tollgate.core.errors import (
+    BadRequest,
+    Conflict,
+    InvalidCredentialFields,
+    NotFound,
+)
 
 FieldType = Literal["string", "url", "email", "boolean"]
 
@@ -195,32 +200,32 @@ def validate_credentials(
     known = {f.name: f for f in service.fields}
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise _invalid(f"Unknown fields for {service.slug}: {', '.join(unknown)}", unknown)
+        raise InvalidCredentialFields(
+            f"Unknown fields for {service.slug}: {', '.join(unknown)}", unknown
+        )
     cleaned: dict[str, Any] = {}
     for name, value in given.items():
         cleaned[name] = _check_value(known[name], value)
     if not partial:
         missing = sorted(n for n, f in known.items() if f.required and n not in cleaned)
         if missing:
-            raise _invalid(f"Missing fields for {service.slug}: {', '.join(missing)}", missing)
+            raise InvalidCredentialFields(
+                f"Missing fields for {service.slug}: {', '.join(missing)}", missing
+            )
     return cleaned
 
 
 def _check_value(field: ServiceField, value: Any) -> Any:
     if field.type == "boolean":
         if not isinstance(value, bool):
-            raise _invalid(f"'{field.name}' must be true or false", [field.name])
+            raise InvalidCredentialFields(f"'{field.name}' must be true or false", [field.name])
         return value
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_FIELD_LENGTH:
-        raise _invalid(f"'{field.name}' must be a non-empty string", [field.name])
+        raise InvalidCredentialFields(f"'{field.name}' must be a non-empty string", [field.name])
     if "\x00" in value:
-        raise _invalid(f"'{field.name}' contains a NUL character", [field.name])
+        raise InvalidCredentialFields(f"'{field.name}' contains a NUL character", [field.name])
     if field.type == "url" and not value.startswith(("https://", "http://")):
-        raise _invalid(f"'{field.name}' must be an http(s) URL", [field.name])
+        raise InvalidCredentialFields(f"'{field.name}' must be an http(s) URL", [field.name])
     if field.type == "email" and not _EMAIL.match(value):
-        raise _invalid(f"'{field.name}' must be an email address", [field.name])
+        raise InvalidCredentialFields(f"'{field.name}' must be an email address", [field.name])
     return value
-
-
-def _invalid(message: str, fields: list[str]) -> Unprocessable:
-    return Unprocessable(message, code="invalid_credentials_fields", extra={"fields": fields})

@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import Depends
 
 from tollgate.broker import audit
-from tollgate.core.deps import ClientAddress, RuntimeDep, SessionDep
+from tollgate.core.deps import ClientAddress, SessionDep
 from tollgate.core.errors import Forbidden
 from tollgate.core.runtime import Runtime
 from tollgate.identity.credentials import TokenCaller, TokenRefusalHook, user_or_token
-from tollgate.identity.deps import BearerToken
+from tollgate.identity.deps import BearerToken, CredentialsDep
 from tollgate.identity.models import AccessToken, User
 
 logger = logging.getLogger(__name__)
@@ -41,13 +41,13 @@ class Principal:
 
 
 async def principal(
-    token: BearerToken, session: SessionDep, runtime: RuntimeDep, address: ClientAddress
+    token: BearerToken, session: SessionDep, credentials: CredentialsDep, address: ClientAddress
 ) -> Principal:
     """Authenticate the bearer: a user's JWT, or an access token acting for its user.
 
     Refused tokens are audited (by :func:`audit_token_refusal`) with the prefix only.
     """
-    caller = await user_or_token(runtime, token, session=session, address=address)
+    caller = await user_or_token(credentials, token, session=session, address=address)
     if not isinstance(caller, TokenCaller):
         return Principal(
             caller.user, None, audit.Actor(user_id=caller.user.id, client_address=address)

@@ -14,12 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollgate.broker import audit, catalogue
 from tollgate.broker.models import Integration, IntegrationStatus, SharedWith
 from tollgate.core.crypto import MASK, Keyring
-from tollgate.core.encrypted import associated_data, register_encrypted_column
+from tollgate.core.encrypted import associated_data
 from tollgate.core.errors import Conflict, NotFound
 from tollgate.identity.models import Membership, Organization, User
 from tollgate.identity.organizations import MANAGER_ROLES
-
-register_encrypted_column(Integration.__table__, "credentials_envelope")  # type: ignore[arg-type]
 
 
 def _aad(integration_id: int) -> str:

@@ -32,13 +32,11 @@ from tollgate.broker.models import (
 )
 from tollgate.core.crypto import Keyring
 from tollgate.core.database import add_seconds, database_now, earliest, utcnow
-from tollgate.core.encrypted import associated_data, register_encrypted_column
+from tollgate.core.encrypted import associated_data
 from tollgate.core.errors import Conflict, NotFound, Unprocessable
 from tollgate.core.settings import Settings
 from tollgate.identity.models import Membership, User
 from tollgate.identity.organizations import OrgActor
-
-register_encrypted_column(Lease.__table__, "credentials_envelope")  # type: ignore[arg-type]
 
 LEASE_ID_PREFIX = "lse_"
 LEASE_ID_RANDOM_BYTES = 16
@@ -85,6 +83,16 @@ async def resolve(
         if integration.service not in found and shared_with_member(integration, user.id, role):
             found[integration.service] = Resolved(integration, integration.organization_id)
     return found
+
+
+async def credential_of(
+    session: AsyncSession, keyring: Keyring, user_id: int, service: str
+) -> dict[str, Any] | None:
+    """User ``user_id``'s credential for ``service`` in clear, resolved as for a lease (their
+    own integration, else one an organization shares with them); None when they have none."""
+    user = (await session.execute(select(User).where(User.id == user_id))).scalar_one()
+    found = (await resolve(session, user, [service])).get(service)
+    return unseal(keyring, found.integration) if found is not None else None
 
 
 async def available_services(session: AsyncSession, user: User) -> list[str]:

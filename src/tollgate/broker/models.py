@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollgate.core.database import Base, UTCDateTime, utcnow
+from tollgate.core.encrypted import Envelope
 from tollgate.identity.models import AccessToken as AccessToken  # owned by identity
 
 
@@ -83,7 +84,7 @@ class Integration(Base):
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=IntegrationStatus.ACTIVE)
     status_message: Mapped[str | None] = mapped_column(String(500))
-    credentials_envelope: Mapped[str | None] = mapped_column(String(20000))
+    credentials_envelope: Mapped[str | None] = mapped_column(Envelope(20000))
     shared_with: Mapped[str] = mapped_column(String(16), default=SharedWith.ALL_MEMBERS)
     shared_user_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     created_by: Mapped[int | None] = mapped_column(Integer)
@@ -112,7 +113,7 @@ class Lease(Base):
     services: Mapped[list[str]] = mapped_column(JSON)
     credential_scope: Mapped[str] = mapped_column(String(16))
     included_org_credentials: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    credentials_envelope: Mapped[str] = mapped_column(String(100000))
+    credentials_envelope: Mapped[str] = mapped_column(Envelope(100000))
     ttl_seconds: Mapped[int] = mapped_column(Integer)
     max_renewals: Mapped[int] = mapped_column(Integer)
     renewal_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -12,13 +12,12 @@ from tollgate.core.cache import Cache
 from tollgate.core.database import MAX_ID, commit
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
+from tollgate.core.state import AppStateDep
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The process's runtime, set up by the app's lifespan."""
-    runtime = request.app.state.runtime
-    assert isinstance(runtime, Runtime)
-    return runtime
+def get_runtime(state: AppStateDep) -> Runtime:
+    """The process's runtime, built by ``create_app``."""
+    return state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

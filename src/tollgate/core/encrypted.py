@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import MetaData, String, Table, TypeDecorator, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.core.crypto import Keyring
 
 ROTATION_BATCH_SIZE = 500
 """Rows re-encrypted per statement batch: bounded memory on big tables."""
+
+
+class Envelope(TypeDecorator[str]):
+    """A text column holding AES-GCM envelopes (stored as plain ``VARCHAR``): the type marks
+    the column as encrypted, so a test can check that key rotation covers every such column."""
+
+    impl = String
+    cache_ok = True
 
 
 @dataclass(frozen=True)
@@ -20,27 +29,28 @@ class EncryptedColumn:
     table: Table
     column: str
 
-
-_REGISTRY: list[EncryptedColumn] = []
-
-
-def register_encrypted_column(table: Table, column: str) -> EncryptedColumn:
-    """Declare that ``table.column`` holds envelopes, so key rotation re-encrypts it."""
-    entry = EncryptedColumn(table, column)
-    if entry not in _REGISTRY:
-        _REGISTRY.append(entry)
-    return entry
+    @property
+    def label(self) -> str:
+        """``table.column``, as rotation reports it."""
+        return f"{self.table.name}.{self.column}"
 
 
-def unregister_encrypted_column(entry: EncryptedColumn) -> None:
-    """Forget a registration (used by tests that define their own tables)."""
-    if entry in _REGISTRY:
-        _REGISTRY.remove(entry)
+def encrypted_column(model: type[object], column: str) -> EncryptedColumn:
+    """The encrypted column ``column`` of a mapped class (its type must be :class:`Envelope`)."""
+    table = getattr(model, "__table__", None)
+    if not isinstance(table, Table) or not isinstance(table.c[column].type, Envelope):
+        raise TypeError(f"{model.__name__}.{column} is not an Envelope column")
+    return EncryptedColumn(table, column)
 
 
-def encrypted_columns() -> tuple[EncryptedColumn, ...]:
-    """Every registered encrypted column."""
-    return tuple(_REGISTRY)
+def envelope_columns(metadata: MetaData) -> set[str]:
+    """``table.column`` of every column of ``metadata`` typed :class:`Envelope`."""
+    return {
+        f"{table.name}.{column.name}"
+        for table in metadata.tables.values()
+        for column in table.columns
+        if isinstance(column.type, Envelope)
+    }
 
 
 def associated_data(table_name: str, column: str, row_id: object) -> str:
@@ -70,9 +80,8 @@ async def reencrypt_column(session: AsyncSession, keyring: Keyring, entry: Encry
         last_id = rows[-1][0]
 
 
-async def reencrypt_all(session: AsyncSession, keyring: Keyring) -> dict[str, int]:
-    """Re-seal every registered column; returns how many values each needed."""
-    return {
-        f"{entry.table.name}.{entry.column}": await reencrypt_column(session, keyring, entry)
-        for entry in encrypted_columns()
-    }
+async def reencrypt_all(
+    session: AsyncSession, keyring: Keyring, columns: Iterable[EncryptedColumn]
+) -> dict[str, int]:
+    """Re-seal every value of ``columns``; returns how many values each needed."""
+    return {entry.label: await reencrypt_column(session, keyring, entry) for entry in columns}

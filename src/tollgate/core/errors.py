@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,82 @@ class ServiceUnavailable(TollgateError):
     message = "Service unavailable"
 
 
+class McpNotEnabled(NotFound):
+    """Seed 000's answer for a user without an MCP account."""
+
+    code = "mcp_not_enabled"
+    message = "MCP is not enabled for your account. Click 'Enable MCP' to get started."
+
+
+class McpAlreadyEnabled(BadRequest):
+    """The user's MCP account exists already."""
+
+    code = "already_enabled"
+    message = "MCP is already enabled for your account."
+
+
+class InvalidWebhookPayload(BadRequest):
+    """A billing webhook payload that does not read as an event; names the first bad field."""
+
+    code = "invalid_payload"
+    message = "Invalid webhook payload"
+
+    def __init__(self, cause: Exception) -> None:
+        extra: dict[str, Any] = {}
+        if isinstance(cause, ValidationError) and cause.errors():
+            extra["field"] = ".".join(str(part) for part in cause.errors()[0]["loc"])
+        super().__init__(extra=extra)
+
+
+class InvalidCredentialFields(Unprocessable):
+    """Credentials that do not fit their service's fields; ``fields`` names the culprits."""
+
+    code = "invalid_credentials_fields"
+
+    def __init__(self, message: str, fields: list[str]) -> None:
+        super().__init__(message, extra={"fields": fields})
+
+
+class ErrorDetail(BaseModel):
+    """The ``detail`` of every Tollgate error (some carry more fields)."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every Tollgate error response."""
+
+    detail: ErrorDetail
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Not authenticated",
+    402: "Not enough credits",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict with what is stored",
+    413: "Request body too large",
+    422: "Invalid request",
+    429: "Rate limited",
+    503: "A dependency is unavailable",
+}
+"""What each error status means, as the OpenAPI document says it."""
+
+COMMON_ERRORS = (401, 403, 404, 409, 422)
+"""The statuses most routes may answer with (authentication, permission, lookup, state,
+validation)."""
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """An OpenAPI ``responses=`` mapping documenting ``statuses`` with the error body."""
+    return {
+        status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
 def error_response(
     status: int,
     code: str,
@@ -122,6 +200,33 @@ def error_response(
     """The JSON error body every Tollgate route uses."""
     body = {"detail": {"code": code, "message": message, **extra}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def not_found_response() -> JSONResponse:
+    """The 404 for a path nothing serves (outside the routers, e.g. beside ``/mcp``)."""
+    return error_response(404, "not_found", "Not Found")
+
+
+def bearer_refusal(error: str, description: str, resource_metadata_url: str) -> JSONResponse:
+    """An OAuth 2.0 bearer refusal (RFC 6750), pointing at the resource's metadata (RFC 9728)."""
+    challenge = f'Bearer error="{error}", resource_metadata="{resource_metadata_url}"'
+    return JSONResponse(
+        {"error": error, "error_description": description},
+        status_code=401,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+JSONRPC_INVALID_REQUEST = -32600
+"""JSON-RPC's error code for a request that cannot be served as sent."""
+
+
+def jsonrpc_error_response(status: int, code: int, message: str) -> JSONResponse:
+    """A JSON-RPC error with no request id, as MCP transports answer outside a request."""
+    return JSONResponse(
+        {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}},
+        status_code=status,
+    )
 
 
 async def _tollgate_error(_: Request, exc: Exception) -> JSONResponse:
@@ -161,9 +266,23 @@ async def _cache_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+UNSTORABLE_TEXT = ("invalid byte sequence", "0x00", "character not in repertoire")
+"""How PostgreSQL refuses text it cannot store (a NUL character above all)."""
+
+
+async def _database_refused_value(_: Request, exc: Exception) -> JSONResponse:
+    """A value the database cannot hold is the client's error (422), not the server's."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    if isinstance(exc, DataError) or any(marker in text for marker in UNSTORABLE_TEXT):
+        return error_response(422, "invalid_value", "A value is out of range or not storable")
+    logger.error("database error: %s", type(exc).__name__)
+    return error_response(500, "internal_error", "Internal server error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error the same JSON shape."""
     app.add_exception_handler(TollgateError, _tollgate_error)
+    app.add_exception_handler(DBAPIError, _database_refused_value)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RedisError, _cache_unavailable)

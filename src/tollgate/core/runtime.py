@@ -23,7 +23,6 @@ class Runtime:
     cache: Cache
     keyring: Keyring
     instance_id: str = field(default_factory=new_instance_id)
-    extras: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

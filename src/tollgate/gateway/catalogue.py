@@ -7,11 +7,14 @@ Held in memory by each process; lookups on the call path are dictionary reads, a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 
 from tollgate.gateway import naming
+
+if TYPE_CHECKING:  # the records import this module's listing and policy
+    from tollgate.gateway.upstreams import Upstreams
 
 
 @dataclass(frozen=True)
@@ -76,52 +79,53 @@ class ToolEntry:
 
 
 class Catalogue:
-    """Every available upstream's offer, under gateway names."""
+    """Every available upstream's offer, under gateway names (kept in the upstreams' records)."""
 
-    def __init__(self) -> None:
-        self._listings: dict[str, UpstreamListing] = {}
-        self._policies: dict[str, UpstreamPolicy] = {}
-        self._available: set[str] = set()
+    def __init__(self, upstreams: Upstreams) -> None:
+        self._upstreams = upstreams
         self._tools: dict[str, ToolEntry] = {}
         self._tools_result: types.ListToolsResult = types.ListToolsResult(tools=[])
 
     def set_listing(self, upstream: str, listing: UpstreamListing) -> None:
         """Replace what ``upstream`` offers."""
-        self._listings[upstream] = listing
+        self._upstreams.record(upstream).listing = listing
         self._rebuild()
 
     def set_policy(self, policy: UpstreamPolicy) -> None:
         """Replace the prices and lists of an upstream."""
-        self._policies[policy.name] = policy
+        self._upstreams.record(policy.name).policy = policy
         self._rebuild()
 
     def set_available(self, upstream: str, available: bool) -> None:
         """Show or hide an upstream's offer (down or disabled upstreams are hidden)."""
-        if available == (upstream in self._available):
+        record = self._upstreams.get(upstream)
+        if available == (record is not None and record.available):
             return
-        if available:
-            self._available.add(upstream)
-        else:
-            self._available.discard(upstream)
+        self._upstreams.record(upstream).available = available
         self._rebuild()
 
     def remove(self, upstream: str) -> None:
-        """Forget an upstream."""
-        self._listings.pop(upstream, None)
-        self._policies.pop(upstream, None)
-        self._available.discard(upstream)
+        """Forget an upstream's offer."""
+        record = self._upstreams.get(upstream)
+        if record is not None:
+            record.listing, record.policy, record.available = None, None, False
         self._rebuild()
 
     def listing(self, upstream: str) -> UpstreamListing:
         """What ``upstream`` last offered (empty if unknown)."""
-        return self._listings.get(upstream, UpstreamListing())
+        record = self._upstreams.get(upstream)
+        if record is None or record.listing is None:
+            return UpstreamListing()
+        return record.listing
 
     def _visible(self) -> list[tuple[str, UpstreamListing, UpstreamPolicy]]:
-        return [
-            (name, self._listings[name], self._policies[name])
-            for name in sorted(self._available)
-            if name in self._listings and name in self._policies and self._policies[name].enabled
-        ]
+        visible = []
+        for name in sorted(self._upstreams):
+            record = self._upstreams[name]
+            listing, policy = record.listing, record.policy
+            if record.available and listing is not None and policy is not None and policy.enabled:
+                visible.append((name, listing, policy))
+        return visible
 
     def _rebuild(self) -> None:
         tools: dict[str, ToolEntry] = {}
@@ -146,7 +150,7 @@ class Catalogue:
 
     def tool_entries(self, upstream: str) -> list[ToolEntry]:
         """The offered tools of one upstream (whatever its availability)."""
-        policy = self._policies.get(upstream)
+        policy = self._policy(upstream)
         if policy is None:
             return []
         return [
@@ -196,5 +200,11 @@ class Catalogue:
 
     def is_visible(self, upstream: str) -> bool:
         """Whether an upstream's offer is shown now."""
-        policy = self._policies.get(upstream)
-        return upstream in self._available and policy is not None and policy.enabled
+        record = self._upstreams.get(upstream)
+        if record is None or not record.available:
+            return False
+        return record.policy is not None and record.policy.enabled
+
+    def _policy(self, upstream: str) -> UpstreamPolicy | None:
+        record = self._upstreams.get(upstream)
+        return record.policy if record is not None else None

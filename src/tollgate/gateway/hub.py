@@ -21,13 +21,11 @@ import anyio
 import mcp_types as types
 from mcp import MCPError
 from mcp_types import SERVER_INFO_META_KEY
-from sqlalchemy import select
 
 from tollgate import __version__
 from tollgate.accounts import calls
 from tollgate.accounts.settlement import Settler
-from tollgate.broker import integrations
-from tollgate.broker.leases import resolve
+from tollgate.broker import leases
 from tollgate.core.database import transaction
 from tollgate.core.errors import Forbidden, InsufficientCredits, NotFound
 from tollgate.core.ratelimit import allow
@@ -39,7 +37,7 @@ from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
 from tollgate.gateway.events import Observers, ToolCallEvent
 from tollgate.gateway.models import AuthMode, Upstream, UpstreamState
 from tollgate.gateway.pool import ConnectionPool
-from tollgate.identity.models import User
+from tollgate.gateway.upstreams import NO_AUTH, UpstreamAuth, Upstreams
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +56,6 @@ class Caller:
     account_id: int
     user_id: int
     email: str
-
-
-@dataclass(frozen=True)
-class UpstreamAuth:
-    """How one upstream's calls are authenticated."""
-
-    mode: str
-    service: str | None
-    header: str | None
 
 
 @dataclass(frozen=True)
@@ -129,17 +118,16 @@ class Gateway:
     def __init__(self, runtime: Runtime, settler: Settler) -> None:
         self.runtime = runtime
         self.settler = settler
-        self.catalogue = Catalogue()
+        self.upstreams = Upstreams()
+        self.catalogue = Catalogue(self.upstreams)
         self.pool = ConnectionPool(
-            self._on_listing, self._on_state, own_gateway_id=gateway_id(runtime.settings)
+            self.upstreams,
+            self._on_listing,
+            self._on_state,
+            own_gateway_id=gateway_id(runtime.settings),
         )
         self.observers = Observers()
         self._notifiers: list[Notifier] = []
-        self._specs: dict[str, ConnectionSpec] = {}
-        self._auth: dict[str, UpstreamAuth] = {}
-        self._listing_digest: dict[str, str] = {}
-        self._reported: dict[str, anyio.Event] = {}
-        self._builtin: set[str] = set()
 
     def on_change(self, notifier: Notifier) -> None:
         """Call ``notifier(kind)`` when the tools, resources or prompts offered change."""
@@ -163,7 +151,12 @@ class Gateway:
         for row in rows:
             seen.add(row.name)
             self._apply(row)
-        for name in set(self._specs) - seen - self._builtin:
+        gone = [
+            record.name
+            for record in self.upstreams.values()
+            if record.spec is not None and not record.builtin and record.name not in seen
+        ]
+        for name in gone:
             self.forget(name)
         if self.catalogue.tools_result().tools != offered:
             await self._notify("tools")
@@ -171,45 +164,45 @@ class Gateway:
     def _apply(self, row: Upstream) -> None:
         spec = service.connection_spec(self.runtime.keyring, row)
         self.catalogue.set_policy(service.policy(row))
-        self._auth[row.name] = UpstreamAuth(row.auth_mode, row.broker_service, row.broker_header)
-        if row.name not in self._listing_digest and row.catalogue:
+        record = self.upstreams.record(row.name)
+        record.auth = UpstreamAuth(row.auth_mode, row.broker_service, row.broker_header)
+        if record.listing_digest is None and row.catalogue:
             self.catalogue.set_listing(row.name, UpstreamListing.from_json(row.catalogue))
             if row.state == UpstreamState.UP and row.enabled:
                 # Serve the stored catalogue while this process connects (a restart would
                 # otherwise hide the tools); calls wait briefly for the session.
                 self.catalogue.set_available(row.name, True)
-        self._specs[row.name] = spec
+        record.spec = spec
         if not row.enabled:
             self.pool.remove(row.name)
             self.catalogue.set_available(row.name, False)
             return
         before = self.pool.shared(row.name)
         if self.pool.ensure(spec) is not before:
-            self._reported[row.name] = anyio.Event()
+            record.first_contact = anyio.Event()
 
     def add_builtin(self, name: str, server: Any, price: int) -> None:
         """Serve an in-process MCP server as the upstream ``name`` (not stored, not editable)."""
-        self._builtin.add(name)
+        record = self.upstreams.record(name)
+        record.builtin = True
         self.catalogue.set_policy(UpstreamPolicy(name=name, price=price))
-        self._auth[name] = UpstreamAuth(AuthMode.NONE, None, None)
-        spec = ConnectionSpec(name=name, transport="inproc", server=server)
-        self._specs[name] = spec
-        self.pool.ensure(spec)
+        record.auth = NO_AUTH
+        record.spec = ConnectionSpec(name=name, transport="inproc", server=server)
+        self.pool.ensure(record.spec)
 
     def forget(self, name: str) -> None:
         """Close an upstream's sessions and drop it from the catalogue."""
         self.pool.remove(name)
         self.catalogue.remove(name)
-        self._specs.pop(name, None)
-        self._auth.pop(name, None)
-        self._listing_digest.pop(name, None)
+        self.upstreams.pop(name, None)
 
     async def _on_listing(self, name: str, listing: UpstreamListing) -> None:
         data = listing.to_json()
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-        if self._listing_digest.get(name) == digest:
+        record = self.upstreams.record(name)
+        if record.listing_digest == digest:
             return
-        self._listing_digest[name] = digest
+        record.listing_digest = digest
         self.catalogue.set_listing(name, listing)
         try:
             async with transaction(self.runtime.sessions) as session:
@@ -225,17 +218,18 @@ class Gateway:
             async with transaction(self.runtime.sessions) as session:
                 await service.save_state(session, name, up, error, era)
         finally:  # whoever waits for the first contact reads the state saved
-            if (reported := self._reported.get(name)) is not None:
-                reported.set()
+            record = self.upstreams.get(name)
+            if record is not None and record.first_contact is not None:
+                record.first_contact.set()
         if was_visible != self.catalogue.is_visible(name):
             await self._notify("tools")
 
     async def first_contact(self, name: str) -> None:
         """Wait until a newly started upstream session connected or failed (call it inside
         a deadline: ``anyio.move_on_after``)."""
-        reported = self._reported.get(name)
-        if reported is not None:
-            await reported.wait()
+        record = self.upstreams.get(name)
+        if record is not None and record.first_contact is not None:
+            await record.first_contact.wait()
 
     def refused_as_self(self, name: str) -> bool:
         """Whether the upstream's session found it to be this Tollgate (never served)."""
@@ -388,11 +382,12 @@ class Gateway:
         return result, "tool_error" if result.is_error else None
 
     async def _connection_for(self, entry: ToolEntry, caller: Caller) -> UpstreamConnection:
-        base = self._specs.get(entry.upstream)
-        shared = self.pool.shared(entry.upstream)
-        if base is None or shared is None:
+        record = self.upstreams.get(entry.upstream)
+        base = record.spec if record is not None else None
+        shared = record.connection if record is not None else None
+        if record is None or base is None or shared is None:
             raise MCPError(types.INTERNAL_ERROR, f"upstream {entry.upstream} is not available")
-        auth = self._auth[entry.upstream]
+        auth = record.auth
         if auth.mode != AuthMode.BROKER or not auth.service or not auth.header:
             return shared
         credentials = await self._user_credentials(caller.user_id, auth.service)
@@ -408,11 +403,7 @@ class Gateway:
 
     async def _user_credentials(self, user_id: int, service_name: str) -> dict[str, Any] | None:
         async with self.runtime.sessions() as session:
-            user = (await session.execute(select(User).where(User.id == user_id))).scalar_one()
-            found = (await resolve(session, user, [service_name])).get(service_name)
-            if found is None:
-                return None
-            return integrations.unseal(self.runtime.keyring, found.integration)
+            return await leases.credential_of(session, self.runtime.keyring, user_id, service_name)
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         """Read a mapped resource from its upstream."""

@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Boolean, CheckConstraint, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollgate.core.database import Base, UTCDateTime, utcnow
+from tollgate.core.encrypted import Envelope
 
 
 class Transport(enum.StrEnum):
@@ -51,9 +52,9 @@ class Upstream(Base):
     url: Mapped[str | None] = mapped_column(String(2000))
     command: Mapped[str | None] = mapped_column(String(2000))
     args: Mapped[list[str]] = mapped_column(JSON, default=list)
-    env_envelope: Mapped[str | None] = mapped_column(String(20000))
+    env_envelope: Mapped[str | None] = mapped_column(Envelope(20000))
     auth_mode: Mapped[str] = mapped_column(String(16), default=AuthMode.NONE)
-    headers_envelope: Mapped[str | None] = mapped_column(String(20000))
+    headers_envelope: Mapped[str | None] = mapped_column(Envelope(20000))
     broker_service: Mapped[str | None] = mapped_column(String(64))
     broker_header: Mapped[str | None] = mapped_column(String(500))
     price: Mapped[int] = mapped_column(Integer, default=1)

@@ -15,6 +15,7 @@ from tollgate.gateway.connections import (
     StateCallback,
     UpstreamConnection,
 )
+from tollgate.gateway.upstreams import Upstreams
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +31,15 @@ class ConnectionPool:
 
     def __init__(
         self,
+        upstreams: Upstreams,
         on_listing: ListingCallback,
         on_state: StateCallback,
         own_gateway_id: str | None = None,
     ) -> None:
+        self._upstreams = upstreams
         self._on_listing = on_listing
         self._own_gateway_id = own_gateway_id
         self._on_state = on_state
-        self._shared: dict[str, UpstreamConnection] = {}
-        self._per_credential: dict[tuple[str, str], UpstreamConnection] = {}
         self._group: TaskGroup | None = None
 
     async def __aenter__(self) -> ConnectionPool:
@@ -53,8 +54,9 @@ class ConnectionPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for connection in [*self._shared.values(), *self._per_credential.values()]:
-            connection.stop()
+        for record in self._upstreams.values():
+            for connection in record.connections():
+                connection.stop()
         assert self._group is not None
         self._group.cancel_scope.cancel()
         await self._group.__aexit__(exc_type, exc, tb)
@@ -66,11 +68,12 @@ class ConnectionPool:
 
     def shared(self, name: str) -> UpstreamConnection | None:
         """The shared session of an upstream, if it has one."""
-        return self._shared.get(name)
+        record = self._upstreams.get(name)
+        return record.connection if record is not None else None
 
     def ensure(self, spec: ConnectionSpec) -> UpstreamConnection:
         """The shared session for ``spec``, (re)started when the spec is new or changed."""
-        current = self._shared.get(spec.name)
+        current = self.shared(spec.name)
         if current is not None and current.spec == spec:
             return current
         self.remove(spec.name)
@@ -80,43 +83,48 @@ class ConnectionPool:
             on_state=self._on_state,
             own_gateway_id=self._own_gateway_id,
         )
-        self._shared[spec.name] = connection
+        self._upstreams.record(spec.name).connection = connection
         self._start(connection)
         return connection
 
     def remove(self, name: str) -> None:
         """Close every session of an upstream."""
-        if (connection := self._shared.pop(name, None)) is not None:
+        record = self._upstreams.get(name)
+        if record is None:
+            return
+        for connection in record.connections():
             connection.stop()
-        for key in [k for k in self._per_credential if k[0] == name]:
-            self._per_credential.pop(key).stop()
+        record.connection = None
+        record.credential_connections.clear()
 
     def for_credential(self, spec: ConnectionSpec, fingerprint: str) -> UpstreamConnection:
         """The session that carries one user's credential to an upstream."""
-        key = (spec.name, fingerprint)
-        current = self._per_credential.get(key)
+        sessions = self._upstreams.record(spec.name).credential_connections
+        current = sessions.get(fingerprint)
         if current is not None and current.spec == spec:
             return current
         if current is not None:
             current.stop()
         connection = UpstreamConnection(spec, own_gateway_id=self._own_gateway_id)
-        self._per_credential[key] = connection
+        sessions[fingerprint] = connection
         self._start(connection)
         return connection
 
     def names(self) -> list[str]:
         """Upstreams with a shared session."""
-        return list(self._shared)
+        return [name for name, record in self._upstreams.items() if record.connection]
 
     def credential_sessions(self) -> int:
         """How many per-user sessions are open."""
-        return len(self._per_credential)
+        return sum(len(record.credential_connections) for record in self._upstreams.values())
 
     async def _reap_idle_sessions(self) -> None:
         while True:
             await anyio.sleep(REAP_INTERVAL_SECONDS)
             cutoff = anyio.current_time() - IDLE_CREDENTIAL_SESSION_SECONDS
-            for key, connection in list(self._per_credential.items()):
-                if connection.last_used < cutoff:
-                    logger.info("closing idle credential session to %s", key[0])
-                    self._per_credential.pop(key).stop()
+            for record in list(self._upstreams.values()):
+                sessions = record.credential_connections
+                for fingerprint, connection in list(sessions.items()):
+                    if connection.last_used < cutoff:
+                        logger.info("closing idle credential session to %s", record.name)
+                        sessions.pop(fingerprint).stop()

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from tollgate.core.deps import RuntimeDep
+from tollgate.core.state import AppStateDep
 from tollgate.gateway import admin
 from tollgate.gateway.addresses import public_base_url
 from tollgate.gateway.hub import Gateway
@@ -22,11 +23,9 @@ UpstreamsAdmin = Annotated[User, Depends(require("upstreams.manage"))]
 Name = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
 
-def get_gateway(request: Request) -> Gateway:
-    """The process's gateway, set up by the app's lifespan."""
-    gateway = request.app.state.gateway
-    assert isinstance(gateway, Gateway)
-    return gateway
+def get_gateway(state: AppStateDep) -> Gateway:
+    """The process's gateway, built by ``create_app``."""
+    return state.gateway
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]

@@ -31,12 +31,11 @@ from mcp.server.subscriptions import (
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate import __version__
 from tollgate.accounts.keys import KeyStore
-from tollgate.core.errors import Unauthorized
+from tollgate.core.errors import Unauthorized, bearer_refusal, not_found_response
 from tollgate.gateway.hub import Caller, Gateway
 from tollgate.identity.credentials import (
     ACCOUNT_KEY_ONLY,
@@ -49,6 +48,7 @@ from tollgate.identity.credentials import (
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+
 PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource/mcp"
 
 KEY_REQUIRED = f"An active Tollgate account key ({ACCOUNT_KEY_PREFIX}...) is required"
@@ -254,7 +254,7 @@ class BearerGate:
             await self.app(scope, receive, send)
             return
         if scope["path"].rstrip("/") != MCP_PATH:
-            await _not_found(scope, receive, send)
+            await not_found_response()(scope, receive, send)
             return
         token = _bearer(scope)
         if not token:
@@ -296,20 +296,8 @@ class BearerGate:
         error: str,
         description: str = KEY_REQUIRED,
     ) -> None:
-        challenge = (
-            f'Bearer error="{error}", resource_metadata="{self.resource_metadata_url(scope)}"'
-        )
-        response = JSONResponse(
-            {"error": error, "error_description": description},
-            status_code=401,
-            headers={"WWW-Authenticate": challenge},
-        )
+        response = bearer_refusal(error, description, self.resource_metadata_url(scope))
         await response(scope, receive, send)
-
-
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    response = JSONResponse({"detail": {"code": "not_found", "message": "Not Found"}}, 404)
-    await response(scope, receive, send)
 
 
 def _bearer(scope: Scope) -> str:

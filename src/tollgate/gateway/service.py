@@ -11,15 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.core.crypto import MASK, Keyring
 from tollgate.core.database import database_now, utcnow
-from tollgate.core.encrypted import associated_data, register_encrypted_column
+from tollgate.core.encrypted import associated_data
 from tollgate.core.errors import Conflict, NotFound
 from tollgate.gateway.catalogue import UpstreamListing, UpstreamPolicy
 from tollgate.gateway.connections import ConnectionSpec
 from tollgate.gateway.models import AuthMode, Upstream, UpstreamState
 from tollgate.gateway.schemas import UpstreamCreate, UpstreamUpdate
-
-register_encrypted_column(Upstream.__table__, "headers_envelope")  # type: ignore[arg-type]
-register_encrypted_column(Upstream.__table__, "env_envelope")  # type: ignore[arg-type]
 
 
 def _seal(keyring: Keyring, upstream: Upstream, column: str, values: dict[str, str]) -> str | None:

@@ -29,10 +29,11 @@ from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tollgate.core.cache import Cache
+from tollgate.core.errors import JSONRPC_INVALID_REQUEST, jsonrpc_error_response
 from tollgate.core.settings import Settings
 
 MCP_PATH = "/mcp"
@@ -83,13 +84,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
-
-
-def _session_not_found() -> Response:
-    return JSONResponse(
-        {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}},
-        status_code=404,
-    )
 
 
 class SessionRouter:
@@ -191,7 +185,9 @@ class SessionRouter:
         except httpx.TransportError:
             logger.warning("owner of MCP session %s unreachable; forgetting it", session_id[:16])
             await self.cache.delete(OWNER_KEY_PREFIX + session_id)
-            await _session_not_found()(scope, receive, send)
+            await jsonrpc_error_response(404, JSONRPC_INVALID_REQUEST, "Session not found")(
+                scope, receive, send
+            )
             return
         try:
             await _relay(response, receive, send)

@@ -356,24 +356,8 @@ def _needed(session: AsyncSession | None) -> AsyncSession:
     return session
 
 
-CREDENTIALS_EXTRA = "credentials"
-
-
-def install_credentials(runtime: Runtime, credentials: Credentials) -> None:
-    """Make ``credentials`` the process's resolver of bearer values (``create_app`` does)."""
-    runtime.extras[CREDENTIALS_EXTRA] = credentials
-
-
-def credentials_of(runtime: Runtime) -> Credentials:
-    """The process's resolver of bearer values, installed by ``create_app``."""
-    credentials = runtime.extras.get(CREDENTIALS_EXTRA)
-    if not isinstance(credentials, Credentials):
-        raise RuntimeError("no credentials installed: build the app with create_app")
-    return credentials
-
-
 async def authenticate_bearer(
-    runtime: Runtime,
+    credentials: Credentials,
     value: str,
     *,
     accept: Collection[Kind],
@@ -382,17 +366,17 @@ async def authenticate_bearer(
 ) -> Caller:
     """Who the bearer ``value`` names, if it is of a kind in ``accept``; Unauthorized
     otherwise (see :meth:`Credentials.authenticate_bearer`)."""
-    return await credentials_of(runtime).authenticate_bearer(
+    return await credentials.authenticate_bearer(
         value, accept=accept, session=session, address=address
     )
 
 
 async def user_or_token(
-    runtime: Runtime, value: str, *, session: AsyncSession, address: str = ""
+    credentials: Credentials, value: str, *, session: AsyncSession, address: str = ""
 ) -> UserCaller | TokenCaller:
     """:func:`authenticate_bearer` for the endpoints that take a JWT or an access token."""
     caller = await authenticate_bearer(
-        runtime, value, accept=ACCESS_TOKEN_OR_USER, session=session, address=address
+        credentials, value, accept=ACCESS_TOKEN_OR_USER, session=session, address=address
     )
     if isinstance(caller, AccountKeyCaller):  # not accepted: never resolved as one
         raise WrongKind(Kind.ACCOUNT_KEY, ACCESS_TOKEN_OR_USER, "invalid_token")
