@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from tollgate.analytics.models import AnalyticsSession, ErrorLog, PerformanceMetric, UsageEvent
 from tollgate.analytics.recorder import LATENCY_METRIC, LIVE_CHANNEL, Recorder
+from tollgate.core.events import ToolCallEvent
 from tollgate.core.runtime import Runtime
-from tollgate.gateway.events import ToolCallEvent
 
 FEED_DEADLINE_SECONDS = 10.0
 

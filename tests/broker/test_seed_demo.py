@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 from tests.broker.factories import LEASES, ME, ok
 from tests.conftest import bearer
 from tests.live import server_env
-from tollgate.broker.models import AccessToken, Integration, Lease
+from tollgate.broker.models import Integration, Lease
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
-from tollgate.identity.models import Membership, Organization, User
+from tollgate.identity.models import AccessToken, Membership, Organization, User
 
 TOLLGATE = str(Path(sys.executable).with_name("tollgate"))
 TOKEN_LINE = re.compile(r"^MCP_TOKEN=(mcpt_[A-Za-z0-9_-]+)$", re.MULTILINE)

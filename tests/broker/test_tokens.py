@@ -23,12 +23,12 @@ from tests.broker.factories import (
 )
 from tests.conftest import auth, bearer, enable_account
 from tollgate.broker import audit, tokens
-from tollgate.broker.models import AccessToken, AuditLog
+from tollgate.broker.models import AuditLog
 from tollgate.core.crypto import hash_token, new_token
 from tollgate.core.database import transaction
 from tollgate.core.errors import BadRequest
 from tollgate.core.runtime import Runtime
-from tollgate.identity.models import User
+from tollgate.identity.models import AccessToken, User
 
 
 def assert_unauthenticated(response: httpx.Response) -> None:

@@ -21,8 +21,8 @@ from tests.gateway.conftest import (
     text_of,
     wait_settled,
 )
+from tollgate.core.events import ToolCallEvent
 from tollgate.core.settings import Settings
-from tollgate.gateway.events import ToolCallEvent
 
 DATA_TOOLS = {"data__list_records", "data__get_record", "data__query_records"}
 MODELS = ["users", "tickets", "change_log"]

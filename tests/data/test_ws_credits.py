@@ -20,8 +20,8 @@ from tests.gateway.conftest import (
     text_of,
 )
 from tollgate.accounts.models import CallStatus, CreditTransaction, ToolCall, TransactionType
+from tollgate.core.events import ToolCallEvent
 from tollgate.core.settings import Settings
-from tollgate.gateway.events import ToolCallEvent
 
 PRICE = 3
 """Not the default price (1), so that a charge of the wrong amount shows."""

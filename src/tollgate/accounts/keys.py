@@ -24,18 +24,11 @@ from tollgate.identity.credentials import (
 )
 from tollgate.identity.models import User
 
-KEY_PREFIX = ACCOUNT_KEY_PREFIX
 KEY_RANDOM_CHARS = 32
 """``mcp_`` + 32 URL-safe characters: about 190 bits of randomness."""
 
-KEY_VISIBLE_PREFIX = VISIBLE_PREFIX
-"""How much of a key is kept in clear to let people tell their keys apart."""
-
 CONNECTED_TOUCH_SECONDS = 60
 """``last_connected_at`` is written at most this often per account, not on every call."""
-
-KeyIdentity = AccountKeyCaller
-"""Who an account key belongs to."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +42,8 @@ class NewKey:
 
 def generate_key() -> NewKey:
     """A new account key."""
-    full = new_token(KEY_PREFIX, KEY_RANDOM_CHARS)
-    return NewKey(full=full, hash=hash_token(full), prefix=full[:KEY_VISIBLE_PREFIX])
+    full = new_token(ACCOUNT_KEY_PREFIX, KEY_RANDOM_CHARS)
+    return NewKey(full=full, hash=hash_token(full), prefix=full[:VISIBLE_PREFIX])
 
 
 class KeyStore(AccountKeys):
@@ -62,7 +55,7 @@ class KeyStore(AccountKeys):
         super().__init__(cache, ttl)
         self.sessions = sessions
 
-    async def lookup(self, key_hash: str) -> KeyIdentity | None:
+    async def lookup(self, key_hash: str) -> AccountKeyCaller | None:
         """The active account of an active user whose key hashes to ``key_hash``."""
         query = (
             select(McpAccount.id, McpAccount.user_id, McpAccount.user_email)
@@ -75,7 +68,7 @@ class KeyStore(AccountKeys):
         )
         async with self.sessions() as session:
             row = (await session.execute(query)).first()
-        return KeyIdentity(row.id, row.user_id, row.user_email) if row else None
+        return AccountKeyCaller(row.id, row.user_id, row.user_email) if row else None
 
     async def touch(self, account_id: int) -> None:
         """Record that the account connected, at most once a minute."""

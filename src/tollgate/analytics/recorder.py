@@ -39,7 +39,7 @@ is cut to fit, or the whole batch would fail where the database enforces lengths
 
 
 class CallEvent(Protocol):
-    """What the gateway reports about a call (``tollgate.gateway.events.ToolCallEvent``)."""
+    """What the gateway reports about a call (``tollgate.core.events.ToolCallEvent``)."""
 
     @property
     def request_id(self) -> str: ...

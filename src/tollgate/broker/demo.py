@@ -19,12 +19,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.broker import audit, integrations, leases, tokens
-from tollgate.broker.models import AccessToken, IntegrationStatus, Lease, SharedWith
+from tollgate.broker.models import IntegrationStatus, Lease, SharedWith
 from tollgate.core.crypto import Keyring
 from tollgate.core.settings import Settings
 from tollgate.identity import organizations as orgs
 from tollgate.identity import service as users
-from tollgate.identity.models import Organization, OrgRole, User
+from tollgate.identity.models import AccessToken, Organization, OrgRole, User
 
 TEST_EMAIL = "test@mcp-manager.local"
 TEST_PASSWORD = "password"

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from tollgate.core.database import Base, UTCDateTime, utcnow
 from tollgate.core.encrypted import Envelope
-from tollgate.identity.models import AccessToken as AccessToken  # owned by identity
 
 
 class IntegrationStatus(enum.StrEnum):

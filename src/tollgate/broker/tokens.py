@@ -19,12 +19,9 @@ from tollgate.core.errors import BadRequest, NotFound
 from tollgate.identity.credentials import ACCESS_TOKEN_PREFIX, VISIBLE_PREFIX
 from tollgate.identity.models import AccessToken, User
 
-TOKEN_PREFIX = ACCESS_TOKEN_PREFIX
 TOKEN_RANDOM_CHARS = 40
 """``mcpt_`` + 40 URL-safe characters (about 240 bits)."""
 
-TOKEN_VISIBLE_PREFIX = VISIBLE_PREFIX
-"""Characters kept in clear so people can tell their tokens apart (and audit rows can name them)."""
 
 KNOWN_SCOPES = frozenset({"lease", "read", "ingest"})
 """``read``: who am I and what can I get; ``lease``: create, renew and revoke leases;
@@ -52,12 +49,12 @@ async def issue(
     unknown = sorted(set(scopes) - KNOWN_SCOPES)
     if unknown:
         raise BadRequest(f"Unknown scopes: {', '.join(unknown)}", code="unknown_scope")
-    full = new_token(TOKEN_PREFIX, TOKEN_RANDOM_CHARS)
+    full = new_token(ACCESS_TOKEN_PREFIX, TOKEN_RANDOM_CHARS)
     token = AccessToken(
         user_id=user.id,
         name=name,
         token_hash=hash_token(full),
-        token_prefix=full[:TOKEN_VISIBLE_PREFIX],
+        token_prefix=full[:VISIBLE_PREFIX],
         scopes=sorted(set(scopes)),
         expires_at=expires_at,
         is_active=True,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 
+from tollgate.core.naming import exposed
 from tollgate.gateway import naming
 
 if TYPE_CHECKING:  # the records import this module's listing and policy
@@ -132,7 +133,7 @@ class Catalogue:
         for name, listing, policy in self._visible():
             for tool in listing.tools:
                 if policy.offers(tool.name):
-                    gateway_name = naming.exposed(name, tool.name)
+                    gateway_name = exposed(name, tool.name)
                     renamed = tool.model_copy(update={"name": gateway_name})
                     tools[gateway_name] = ToolEntry(
                         name, tool.name, policy.price_of(tool.name), renamed
@@ -170,7 +171,7 @@ class Catalogue:
             r.model_copy(
                 update={
                     "uri": naming.resource_uri(name, str(r.uri)),
-                    "name": naming.exposed(name, r.name),
+                    "name": exposed(name, r.name),
                 }
             )
             for name, listing, _ in self._visible()
@@ -183,7 +184,7 @@ class Catalogue:
             t.model_copy(
                 update={
                     "uri_template": naming.resource_template(name, t.uri_template),
-                    "name": naming.exposed(name, t.name),
+                    "name": exposed(name, t.name),
                 }
             )
             for name, listing, _ in self._visible()
@@ -193,7 +194,7 @@ class Catalogue:
     def prompts(self) -> list[types.Prompt]:
         """Every visible prompt, under gateway names."""
         return [
-            p.model_copy(update={"name": naming.exposed(name, p.name)})
+            p.model_copy(update={"name": exposed(name, p.name)})
             for name, listing, _ in self._visible()
             for p in listing.prompts
         ]

@@ -28,13 +28,13 @@ from tollgate.accounts.settlement import Settler
 from tollgate.broker import leases
 from tollgate.core.database import transaction
 from tollgate.core.errors import Forbidden, InsufficientCredits, NotFound
+from tollgate.core.events import Observers, ToolCallEvent
 from tollgate.core.ratelimit import allow
 from tollgate.core.runtime import Runtime
 from tollgate.gateway import naming, service
 from tollgate.gateway.addresses import gateway_id
 from tollgate.gateway.catalogue import Catalogue, ToolEntry, UpstreamListing, UpstreamPolicy
 from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
-from tollgate.gateway.events import Observers, ToolCallEvent
 from tollgate.gateway.models import AuthMode, Upstream, UpstreamState
 from tollgate.gateway.pool import ConnectionPool
 from tollgate.gateway.upstreams import NO_AUTH, UpstreamAuth, Upstreams

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote
 
-from tollgate.core.naming import SEPARATOR, exposed
+from tollgate.core.naming import SEPARATOR
 
 __all__ = [
     "RESOURCE_SCHEME",
     "SEPARATOR",
-    "exposed",
     "resource_template",
     "resource_uri",
     "split",
