@@ -22,7 +22,6 @@ from tollgate.broker import jobs as broker_jobs
 from tollgate.broker import organization_routes
 from tollgate.broker import routes as broker_routes
 from tollgate.broker.deps import audit_token_refusal
-from tollgate.broker.wiring import organization_hooks
 from tollgate.core import health
 from tollgate.core.bodylimit import BodySizeLimit
 from tollgate.core.errors import COMMON_ERRORS, error_responses, install_error_handlers
@@ -41,10 +40,9 @@ from tollgate.gateway.addresses import identity_extension, public_base_url
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
 from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
-from tollgate.identity import organizations
 from tollgate.identity import routes as identity_routes
 from tollgate.identity.credentials import Credentials
-from tollgate.wiring import encrypted_columns
+from tollgate.wiring import encrypted_columns, install_identity_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         configure_logging(settings.log_level, settings.log_json)
     runtime = Runtime.build(settings)
     credentials = Credentials(runtime, key_store(runtime), audit_token_refusal(runtime))
-    organizations.install_hooks(organization_hooks())
+    install_identity_hooks()
     settler = Settler(runtime.sessions)
     gateway = Gateway(runtime, settler)
     endpoint = McpEndpoint(gateway)

@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from tollgate import __version__
 from tollgate.accounts.jobs import run_monthly_refill
 from tollgate.broker import audit, demo, tokens
-from tollgate.broker.wiring import organization_hooks
 from tollgate.core.crypto import Keyring, generate_key_spec
 from tollgate.core.database import transaction
 from tollgate.core.encrypted import reencrypt_all
@@ -36,11 +35,10 @@ from tollgate.gateway import service as upstream_service
 from tollgate.gateway.catalogue import UpstreamListing
 from tollgate.gateway.guards import UpstreamIsSelf, check_upstream_url
 from tollgate.gateway.schemas import UpstreamCreate
-from tollgate.identity import organizations
 from tollgate.identity import service as users
 from tollgate.identity.models import Role
 from tollgate.migrate import upgrade_to_head
-from tollgate.wiring import encrypted_columns
+from tollgate.wiring import encrypted_columns, install_identity_hooks
 
 app = typer.Typer(help="Tollgate: MCP gateway and control plane.", no_args_is_help=True)
 token_app = typer.Typer(help="Access tokens for MCP servers.", no_args_is_help=True)
@@ -65,7 +63,7 @@ def _settings() -> Settings:
 def _with_runtime(settings: Settings, work: Callable[[Runtime], Awaitable[T]]) -> T:
     async def _run() -> T:
         runtime = Runtime.build(settings)
-        organizations.install_hooks(organization_hooks())
+        install_identity_hooks()
         try:
             return await work(runtime)
         finally:

@@ -19,7 +19,6 @@ from tollgate.core.errors import McpAlreadyEnabled, McpNotEnabled, NotFound
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
 from tollgate.identity.models import User
-from tollgate.identity.service import on_access_changed
 
 
 async def find_account_for_user(session: AsyncSession, user_id: int) -> McpAccount | None:
@@ -204,8 +203,7 @@ async def set_account_active(
     return account
 
 
-@on_access_changed
-async def _keys_follow_their_user(
+async def keys_follow_their_user(
     session: AsyncSession, runtime: Runtime, user_id: int, active: bool
 ) -> None:
     """A deactivated or deleted user's account keys are refused at once in every process

@@ -24,14 +24,14 @@ AccessChangedHook = Callable[[AsyncSession, Runtime, int, bool], Awaitable[objec
 """Called with (session, runtime, user id, still active) in the transaction that
 deactivates, reactivates or deletes a user: other parts drop what they cache for them."""
 
-_access_changed_hooks: list[AccessChangedHook] = []
+_access_changed_hooks: tuple[AccessChangedHook, ...] = ()
 
 
-def on_access_changed(hook: AccessChangedHook) -> AccessChangedHook:
-    """Register work that must happen whenever a user is switched off, on, or deleted."""
-    if hook not in _access_changed_hooks:
-        _access_changed_hooks.append(hook)
-    return hook
+def install_access_hooks(hooks: Sequence[AccessChangedHook]) -> None:
+    """Wire the work that must happen whenever a user is switched off, on, or deleted
+    (``create_app`` and the CLI call it; installing again replaces what was there)."""
+    global _access_changed_hooks
+    _access_changed_hooks = tuple(hooks)
 
 
 async def _access_changed(
