@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINTED := src tests bench migrations
+LINTED := src tests bench migrations tools
 
 NPM_PEERS := tests/npm/node_modules/.installed
 
@@ -34,6 +34,8 @@ lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python tools/check_layers.py src/tollgate
 
 test: lint peers
 	@echo "== test suite on SQLite + memory cache =="
