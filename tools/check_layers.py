@@ -82,6 +82,8 @@ def web_framework_in_service(path: Path, tree: ast.AST) -> Iterator[Violation]:
     """A FastAPI or Starlette import in a service module."""
     for node in ast.walk(tree):
         modules: list[str] = []
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

@@ -106,9 +106,11 @@ async def test_data_tools_return_the_websocket_records_minus_the_same_fields(
     ws_got = await ws_reply(live, {"action": "get", "model": "users", "params": {"id": 7}})
 
     assert listed == {k: ws_listed[k] for k in ("data", "count", "limit", "offset")}
-    assert listed["count"] > 0 and all(r["department"] == "support" for r in listed["data"])
+    assert listed["count"] > 0
+    assert all(r["department"] == "support" for r in listed["data"])
     assert queried == {k: ws_queried[k] for k in ("data", "count", "limit", "offset")}
-    assert got == {"data": ws_got["data"]} and got["data"]["id"] == 7
+    assert got == {"data": ws_got["data"]}
+    assert got["data"]["id"] == 7
     for answer in (listed, got):
         text = json.dumps(answer)
         assert not [name for name in SENSITIVE_COLUMNS if name in text]
@@ -191,7 +193,8 @@ async def test_websocket_requests_and_data_tool_calls_reach_the_observers(
         True,
     )
     assert (listed.account_id, listed.user_id) == (member.account_id, member.user_id)
-    assert listed.session_id == refused.session_id and listed.session_id
+    assert listed.session_id == refused.session_id
+    assert listed.session_id
     assert (refused.request_id, refused.tool, refused.success, refused.error_code) == (
         "w2",
         "delete:tickets",

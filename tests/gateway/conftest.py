@@ -448,7 +448,7 @@ UPSTREAM_GRACE_SECONDS = 2
 """How long a stopping upstream lets its open streams finish before cutting them."""
 
 
-def start_upstream(name: str = "echo", grace: float = UPSTREAM_GRACE_SECONDS) -> StoppableUpstream:
+def start_upstream(name: str = "echo", grace: int = UPSTREAM_GRACE_SECONDS) -> StoppableUpstream:
     """The SDK-built test upstream on 127.0.0.1, recording every request it gets."""
     mcp = make_server(name)
     headers = HeaderRecorder(mcp.streamable_http_app(transport_security=ALLOW_LOCAL))

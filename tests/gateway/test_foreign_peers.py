@@ -24,6 +24,7 @@ from tests.gateway.conftest import (
     balance,
     mcp_client,
     new_member,
+    text_of,
     wait_settled,
 )
 from tests.live import free_port
@@ -97,8 +98,8 @@ async def test_reference_server_from_npm_is_federated_and_called(
         summed = await client.call_tool("everything__get-sum", {"a": 20, "b": 22})
 
     assert {"everything__echo", "everything__get-sum"} <= names
-    assert echoed.content[0].text == "Echo: through tollgate"
-    assert "42" in summed.content[0].text
+    assert text_of(echoed) == "Echo: through tollgate"
+    assert "42" in text_of(summed)
     await wait_settled(gateway.runtime, user.account_id)
     assert await balance(gateway.runtime, user.account_id) == before - 6
 

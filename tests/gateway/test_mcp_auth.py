@@ -142,7 +142,8 @@ async def metadata_named_for_host(gateway: Gateway, host: str) -> tuple[str, dic
         refused = await http.post("/mcp", json=body, headers=headers | {"Host": host})
         document = await http.get(METADATA_PATH, headers={"Host": host})
     challenge = refused.headers["WWW-Authenticate"]
-    assert refused.status_code == 401 and document.status_code == 200
+    assert refused.status_code == 401
+    assert document.status_code == 200
     return challenge.split('resource_metadata="')[1].split('"')[0], document.json()
 
 
@@ -277,7 +278,8 @@ async def test_callers_key_never_reaches_an_upstream(
     assert static["headers"] == {"Authorization": "********", "X-Team": "********"}
     assert "upstream-secret" not in str(static)
     open_seen, locked_seen = upstream.recorder.seen, stoppable_upstream.headers.seen
-    assert open_seen and locked_seen
+    assert open_seen
+    assert locked_seen
     assert set(open_seen) == {""}
     assert set(locked_seen) == {"Bearer upstream-secret"}
     assert not [r for r in stoppable_upstream.recorder.seen if "mcp_" in r.authorization]
