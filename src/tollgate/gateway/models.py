@@ -12,13 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tollgate.core.database import Base, UTCDateTime, utcnow
 
 
-class Transport(enum.StrEnum):
-    """How Tollgate talks to an upstream."""
-
-    STREAMABLE_HTTP = "streamable_http"
-    STDIO = "stdio"
-
-
 class AuthMode(enum.StrEnum):
     """Whose credentials go upstream: none, Tollgate's own, or the calling user's."""
 

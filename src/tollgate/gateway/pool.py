@@ -108,10 +108,6 @@ class ConnectionPool:
         """Upstreams with a shared session."""
         return list(self._shared)
 
-    def credential_sessions(self) -> int:
-        """How many per-user sessions are open."""
-        return len(self._per_credential)
-
     async def _reap_idle_sessions(self) -> None:
         while True:
             await anyio.sleep(REAP_INTERVAL_SECONDS)
