@@ -17,7 +17,7 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tollgate.app import create_app
 from tollgate.core.crypto import generate_key_spec
@@ -236,8 +236,3 @@ async def enable_account(client: httpx.AsyncClient, headers: dict[str, str]) -> 
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-async def in_session(runtime: Runtime) -> AsyncSession:
-    """A plain session for reading in assertions (close it)."""
-    return runtime.sessions()

@@ -5,7 +5,6 @@ every request, WebSocket or tool, reaches the gateway's observers with its laten
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -21,6 +20,7 @@ from tests.gateway.conftest import (
     text_of,
     wait_settled,
 )
+from tests.waiting import eventually
 from tollgate.core.settings import Settings
 from tollgate.gateway.events import ToolCallEvent
 
@@ -162,11 +162,10 @@ async def test_each_data_tool_call_is_charged_and_recorded(
 
 
 async def _events(seen: list[ToolCallEvent], count: int) -> list[ToolCallEvent]:
-    deadline = asyncio.get_running_loop().time() + EVENT_DEADLINE_SECONDS
-    while len(seen) < count:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"only {len(seen)} of {count} events: {seen}")
-        await asyncio.sleep(0.02)
+    async def arrived() -> bool:
+        return len(seen) >= count
+
+    await eventually(arrived, lambda: f"{count} events; only {seen}", EVENT_DEADLINE_SECONDS)
     return list(seen)
 
 

@@ -22,6 +22,7 @@ from tests.data.conftest import (
     ws,
 )
 from tests.gateway.conftest import Gateway, new_member
+from tests.waiting import eventually
 from tollgate.core.settings import Settings
 from tollgate.data.protocol import MAX_FRAME_BYTES
 
@@ -359,11 +360,12 @@ def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def _logged(caplog: pytest.LogCaptureFixture, message: str) -> None:
-    deadline = asyncio.get_running_loop().time() + LOG_DEADLINE_SECONDS
-    while message not in _messages(caplog):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not logged: {message!r} in {_messages(caplog)}")
-        await asyncio.sleep(0.02)
+    async def logged() -> bool:
+        return message in _messages(caplog)
+
+    await eventually(
+        logged, lambda: f"logged {message!r}; only {_messages(caplog)}", LOG_DEADLINE_SECONDS
+    )
 
 
 async def test_connections_refusals_and_rate_limit_closes_are_logged_without_the_token(

@@ -7,9 +7,7 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +25,8 @@ from tests.gateway.conftest import (
     text_of,
     wait_settled,
 )
-from tests.live import free_port
+from tests.live import free_port, listening
+from tests.waiting import eventually_sync
 from tollgate.identity.models import Role
 
 NPM_DIR = Path(__file__).resolve().parents[1] / "npm"
@@ -50,16 +49,7 @@ def _peer(name: str) -> Path:
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + PEER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the npm peer exited at start")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the npm peer did not start listening")
+    eventually_sync(lambda: listening(port, process), "the npm peer listens", PEER_START_SECONDS)
 
 
 @pytest.fixture
