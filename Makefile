@@ -36,6 +36,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python tools/check_layers.py src/tollgate
+	$(BIN)/python tools/settings_doc.py --check
 
 test: lint peers
 	@echo "== test suite on SQLite + memory cache =="
