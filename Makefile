@@ -27,7 +27,13 @@ $(NPM_PEERS): tests/npm/package.json tests/npm/package-lock.json
 
 peers: $(NPM_PEERS)
 
+URL := http://$${TOLLGATE_HOST:-127.0.0.1}:$${TOLLGATE_PORT:-8000}
+
 run: install
+	@echo "Tollgate serves on $(URL) (API docs: $(URL)/api/v1/docs; Ctrl-C stops it)."
+	@echo "Next, in another terminal from this folder, create the first admin:"
+	@echo "  .venv/bin/tollgate create-admin --username admin --email admin@example.com --superuser"
+	@echo "then follow the walk-throughs in README.md."
 	$(BIN)/tollgate serve
 
 lint: install
