@@ -26,7 +26,10 @@ CLEAN_TREE = {
     "identity/models.py": "from tollgate.core import settings\n",
     "identity/service.py": "from tollgate.identity import models\n",
     "identity/routes.py": "from tollgate.identity import service\n",
-    "accounts/service.py": "from tollgate.identity import service\n",
+    "accounts/models.py": "from tollgate.core import settings\n",
+    "accounts/service.py": (
+        "from tollgate.accounts import models\nfrom tollgate.identity import service\n"
+    ),
     "broker/service.py": "from tollgate.core import settings\n",
     "analytics/service.py": "from tollgate.core import settings\n",
     "data/service.py": "from tollgate.identity import service\n",
@@ -50,7 +53,9 @@ def write_tree(base: Path, overrides: dict[str, str]) -> Path:
     files = {"__init__.py": ""}
     files |= {f"{part}/__init__.py": "" for part in PARTS}
     files |= {f"{name}.py": "" for name in WIRING}
-    files |= {f"{part}/{layer}.py": "" for part in PARTS[1:] for layer in ("models", "service")}
+    files |= {
+        f"{part}/{layer}.py": "" for part in PARTS[1:] for layer in ("models", "service", "routes")
+    }
     files |= CLEAN_TREE | overrides
     for name, text in files.items():
         path = package / name
@@ -105,6 +110,11 @@ def test_import_contracts_pass_on_a_tree_that_keeps_the_directions(tmp_path: Pat
         ("broker/service.py", "from tollgate.accounts import service\n", "broker uses core"),
         ("identity/service.py", "from tollgate.broker import service\n", "identity uses core"),
         ("gateway/service.py", "from tollgate import app\n", "no part imports the wiring"),
+        (
+            "gateway/service.py",
+            "from tollgate.accounts import models\n",
+            "gateway reaches accounts, broker and analytics through",
+        ),
         ("identity/models.py", "from tollgate.identity import service\n", "inside a part"),
         ("identity/service.py", "from tollgate.identity import routes\n", "inside a part"),
     ],
