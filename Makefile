@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINTED := src tests bench migrations
+LINTED := src tests bench migrations tools
 
 NPM_PEERS := tests/npm/node_modules/.installed
 
@@ -27,13 +27,22 @@ $(NPM_PEERS): tests/npm/package.json tests/npm/package-lock.json
 
 peers: $(NPM_PEERS)
 
+URL := http://$${TOLLGATE_HOST:-127.0.0.1}:$${TOLLGATE_PORT:-8000}
+
 run: install
+	@echo "Tollgate serves on $(URL) (API docs: $(URL)/api/v1/docs; Ctrl-C stops it)."
+	@echo "Next, in another terminal from this folder, create the first admin:"
+	@echo "  .venv/bin/tollgate create-admin --username admin --email admin@example.com --superuser"
+	@echo "then follow the walk-throughs in README.md."
 	$(BIN)/tollgate serve
 
 lint: install
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python tools/check_layers.py src/tollgate
+	$(BIN)/python tools/settings_doc.py --check
 
 # On CI both suites run side by side (most of their time is spent waiting on servers and
 # sockets, not on the CPU); each prints its own report when both are done.

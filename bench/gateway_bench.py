@@ -209,7 +209,8 @@ async def bench(
             added = await http.post(
                 "/api/v1/upstreams", json={"name": "echo", "url": upstream_url, "price": 1}
             )
-            assert added.status_code == 201 and added.json()["state"] == "up", added.text
+            assert added.status_code == 201, added.text
+            assert added.json()["state"] == "up", added.text
             enabled = (await http.post("/api/mcp/enable")).json()
         await fund(settings, enabled["account"]["id"])
         key = enabled["mcp_api_key"]

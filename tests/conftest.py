@@ -17,13 +17,13 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tollgate.app import create_app
 from tollgate.core.crypto import generate_key_spec
 from tollgate.core.database import transaction
 from tollgate.core.runtime import Runtime
-from tollgate.core.settings import Settings, normalise_database_url
+from tollgate.core.settings import DEFAULT_ALLOWED_HOSTS, Settings, normalise_database_url
 from tollgate.identity import passwords
 from tollgate.identity import service as users
 from tollgate.identity.models import Role, User
@@ -33,6 +33,10 @@ from tollgate.models import Base
 TEST_DATABASE_URL = os.environ.get("TOLLGATE_TEST_DATABASE_URL", "")
 TEST_REDIS_URL = os.environ.get("TOLLGATE_TEST_REDIS_URL", "")
 REQUIRE_SERVICES = os.environ.get("TOLLGATE_TEST_REQUIRE_SERVICES") == "1"
+TEST_CLIENT_HOST = "testserver"
+"""The host of in-process HTTP clients (``base_url="http://testserver"``): a test setting,
+never a production default."""
+
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
 PASSWORD = "correct-horse-battery"
 
@@ -136,6 +140,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         secret_key="test-secret-key",
         encryption_keys=generate_key_spec(),
         refill_interval_seconds=3600,
+        allowed_hosts=[*DEFAULT_ALLOWED_HOSTS, TEST_CLIENT_HOST],
     )
 
 
@@ -236,8 +241,3 @@ async def enable_account(client: httpx.AsyncClient, headers: dict[str, str]) -> 
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-async def in_session(runtime: Runtime) -> AsyncSession:
-    """A plain session for reading in assertions (close it)."""
-    return runtime.sessions()

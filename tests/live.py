@@ -7,13 +7,13 @@ import random
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from tests.waiting import eventually_sync
 from tollgate.core.settings import Settings
 
 START_TIMEOUT_SECONDS = 30.0
@@ -38,6 +38,14 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port below the ephemeral range")
+
+
+def listening(port: int, process: subprocess.Popen[bytes]) -> bool:
+    """Whether ``process`` accepts connections on 127.0.0.1:``port``; raises once it ended."""
+    if process.poll() is not None:
+        raise RuntimeError(f"the process listening on {port} exited (code {process.returncode})")
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def server_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -73,7 +81,7 @@ def live_server(env: dict[str, str], log_path: Path, workers: int = 1) -> Iterat
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(base_url, process, log_path)
+            wait_healthy(base_url, process, log_path)
             yield base_url
         finally:
             process.terminate()
@@ -84,15 +92,18 @@ def live_server(env: dict[str, str], log_path: Path, workers: int = 1) -> Iterat
                 process.wait(timeout=10)
 
 
-def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait (bounded) until the server ``process`` at ``base_url`` answers ``/health``; its
+    log ``log_path`` is in the failure when it exits or stays unhealthy."""
+
+    def healthy() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"server not healthy in time:\n{log_path.read_text()}")
+            return False
+
+    eventually_sync(
+        healthy, lambda: f"server healthy:\n{log_path.read_text()}", START_TIMEOUT_SECONDS
+    )

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from tests.broker.factories import jira, lease, mcp_headers, person, personal_integration
 from tests.conftest import JWT_SECRET, auth, bearer, make_user
 from tollgate import __version__
+from tollgate.cli import UPSTREAM_COLUMNS
 from tollgate.core.crypto import Keyring, generate_key_spec
 from tollgate.core.database import Base, transaction
 from tollgate.core.encrypted import (
@@ -336,3 +337,36 @@ async def test_rotate_keys_reencrypts_every_encrypted_column_of_every_table(
             for row_id, envelope in (await session.execute(select(table.c.id, column))).all():
                 aad = associated_data(table.name, entry.column, row_id)
                 assert only_new.decrypt_text(envelope, aad) == expected[entry.label][row_id]
+
+
+async def test_upstream_list_prints_a_table_with_headers(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path / "cli", database_url)
+    empty = await tollgate("upstream", "list", env=env, cwd=tmp_path)
+    assert empty.code == 0, empty.output
+    assert empty.out.startswith("no upstreams yet: add one with `tollgate upstream add")
+
+    async with transaction(runtime.sessions) as session:
+        for body in (
+            UpstreamCreate(name="everything", url="http://127.0.0.1:3001/mcp", price=2),
+            UpstreamCreate(name="local", transport="stdio", command="/usr/bin/python3"),
+        ):
+            await upstream_service.create(session, runtime.keyring, body)
+    listed = await tollgate("upstream", "list", env=env, cwd=tmp_path)
+
+    assert listed.code == 0, listed.output
+    header, *rows = listed.out.splitlines()
+    assert header.split() == list(UPSTREAM_COLUMNS)
+    starts = [header.index(column) for column in UPSTREAM_COLUMNS]
+    cells = [
+        [row[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
+        for row in rows
+    ]
+    # The running test app may have probed the unreachable URL meanwhile.
+    assert cells[0][3] in {"unknown", "down"}
+    assert [row[:3] + row[4:] for row in cells] == [
+        ["everything", "streamable_http", "http://127.0.0.1:3001/mcp", "0", "2 credits", "yes"],
+        ["local", "stdio", "/usr/bin/python3", "0", "1 credits", "yes"],
+    ]
+    assert cells[1][3] == "unknown"

@@ -42,7 +42,7 @@ from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndp
 from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
 from tollgate.identity import routes as identity_routes
 from tollgate.identity.credentials import Credentials
-from tollgate.wiring import encrypted_columns, install_identity_hooks
+from tollgate.wiring import install_identity_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -78,17 +78,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         if settings.mcp_enabled
         else None
     )
-    state = AppState(
-        runtime=runtime,
-        settler=settler,
-        gateway=gateway,
-        endpoint=endpoint,
-        recorder=recorder,
-        keys=keys,
-        credentials=credentials,
-        data=data,
-        encrypted_columns=encrypted_columns(),
-    )
+    components: list[object] = [settler, gateway, endpoint, recorder, keys, credentials]
+    state = AppState(runtime, *components, *([data] if data is not None else []))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -369,24 +369,46 @@ async def _show_upstream(runtime: Runtime, name: str) -> None:
             typer.echo(f"  {upstream.name}__{tool.name}\t{policy.price_of(tool.name)} credits")
 
 
+UPSTREAM_COLUMNS = ("NAME", "TRANSPORT", "TARGET", "STATE", "TOOLS", "PRICE", "ENABLED")
+"""The columns of ``tollgate upstream list``."""
+
+
+def table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """``rows`` under ``headers``, each column as wide as its widest cell, two spaces apart."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in (headers, *rows)
+    ]
+    return "\n".join(lines)
+
+
 @upstream_app.command("list")
 def upstream_list() -> None:
-    """List the upstreams with their state and number of tools."""
+    """List the upstreams with their state, number of tools and price."""
     settings = _settings()
     upgrade_to_head(settings.resolved_database_url)
 
-    async def work(runtime: Runtime) -> None:
+    async def work(runtime: Runtime) -> list[tuple[str, ...]]:
         async with runtime.sessions() as session:
-            for upstream in await upstream_service.list_all(session):
-                tools = len(UpstreamListing.from_json(upstream.catalogue).tools)
-                where = upstream.url or upstream.command
-                flag = "" if upstream.enabled else " (disabled)"
-                typer.echo(
-                    f"{upstream.name}\t{upstream.transport}\t{where}\t{upstream.state}\t"
-                    f"{tools} tools\t{upstream.price} credits{flag}"
+            return [
+                (
+                    upstream.name,
+                    upstream.transport,
+                    upstream.url or upstream.command or "-",
+                    upstream.state,
+                    str(len(UpstreamListing.from_json(upstream.catalogue).tools)),
+                    f"{upstream.price} credits",
+                    "yes" if upstream.enabled else "no",
                 )
+                for upstream in await upstream_service.list_all(session)
+            ]
 
-    _with_runtime(settings, work)
+    rows = _with_runtime(settings, work)
+    if not rows:
+        typer.echo("no upstreams yet: add one with `tollgate upstream add NAME --url URL`")
+        return
+    typer.echo(table(UPSTREAM_COLUMNS, rows))
 
 
 @upstream_app.command("refresh")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -28,8 +27,3 @@ def upgrade_to_head(database_url: str) -> None:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(database_url), "head")
-
-
-async def upgrade_to_head_async(database_url: str) -> None:
-    """:func:`upgrade_to_head` from inside a running event loop."""
-    await asyncio.to_thread(upgrade_to_head, database_url)

@@ -271,7 +271,8 @@ async def test_regenerated_key_replaces_the_old_key_at_once(
     regenerated = response.json()
     new_key = regenerated["mcp_api_key"]
     assert regenerated["success"] is True
-    assert KEY_SHAPE.match(new_key) and new_key != old_key
+    assert KEY_SHAPE.match(new_key)
+    assert new_key != old_key
     assert regenerated["mcp_key_prefix"] == new_key[:12]
 
     for path in USAGE_ROUTES:

@@ -24,6 +24,7 @@ from tests.gateway.conftest import (
     quick_member,
     serving,
 )
+from tests.waiting import eventually
 from tollgate.analytics.recorder import LATENCY_METRIC
 from tollgate.core.settings import HELPDESK_FILE, Settings
 from tollgate.data.demo import create_helpdesk
@@ -51,15 +52,18 @@ async def analytics(gateway: Gateway, admin: Member, path: str, **params: Any) -
 
 async def recorded(gateway: Gateway, admin: Member, path: str, total: int, **params: Any) -> Any:
     """The page of ``path`` once it holds ``total`` records (bounded wait)."""
-    deadline = asyncio.get_running_loop().time() + RECORD_DEADLINE_SECONDS
-    while True:
-        page = await analytics(gateway, admin, path, **params)
-        if page["total"] >= total:
-            assert page["total"] == total, page
-            return page
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{path} {params}: {page['total']} of {total} recorded")
-        await asyncio.sleep(0.05)
+    last: dict[str, Any] = {"total": 0}
+
+    async def complete() -> dict[str, Any] | None:
+        last.update(await analytics(gateway, admin, path, **params))
+        return dict(last) if last["total"] >= total else None
+
+    def missing() -> str:
+        return f"{path} {params}: {total} recorded; only {last['total']}"
+
+    page = await eventually(complete, missing, RECORD_DEADLINE_SECONDS)
+    assert page["total"] == total, page
+    return page
 
 
 async def three_calls(gateway: Gateway, upstream: Upstream, mode: str) -> tuple[Member, Member]:

@@ -6,13 +6,12 @@ Everything goes through the HTTP API (or the broker's own services), never aroun
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from sqlalchemy import update
@@ -36,11 +35,6 @@ ME = "/api/mcp/me"
 AUDIT = "/api/v1/audit"
 SERVICES = "/api/v1/services"
 MASK = "********"
-
-WAIT_SECONDS = 15.0
-"""Upper bound for anything a test waits on (a lease's TTL passing, a background renewal)."""
-
-T = TypeVar("T")
 
 
 def secret(label: str) -> str:
@@ -213,20 +207,6 @@ def notion(token: str | None = None) -> dict[str, Any]:
 def todoist(token: str | None = None) -> dict[str, Any]:
     """Todoist credentials with a unique access token."""
     return {"access_token": token or secret("todoist")}
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], *, timeout: float = WAIT_SECONDS
-) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager

@@ -17,7 +17,6 @@ from tests.broker.factories import (
     LEASES,
     TOKENS,
     bare_runtime,
-    eventually,
     jira,
     live,
     ok,
@@ -26,6 +25,7 @@ from tests.broker.factories import (
 )
 from tests.conftest import bearer, token_for
 from tests.live import server_env
+from tests.waiting import eventually
 from tollgate.client import (
     AuthenticationError,
     CredentialProvider,

@@ -14,7 +14,6 @@ from tests.broker.factories import (
     admin,
     assert_error,
     create_org,
-    eventually,
     jira,
     lease,
     lease_details,
@@ -30,6 +29,7 @@ from tests.broker.factories import (
     todoist,
 )
 from tests.conftest import auth
+from tests.waiting import eventually
 from tollgate.broker import jobs
 from tollgate.broker.models import Lease
 from tollgate.core.database import database_now

@@ -407,7 +407,8 @@ async def test_new_access_tokens_have_their_own_prefix_not_the_account_keys(
     key = (await enable_account(client, headers))["mcp_api_key"]
 
     assert token.startswith("mcpt_")
-    assert key.startswith("mcp_") and not key.startswith("mcpt_")
+    assert key.startswith("mcp_")
+    assert not key.startswith("mcpt_")
     assert ok(await client.get(ME, headers=bearer(token)))["user_id"] == user.id
 
 

@@ -40,7 +40,8 @@ async def served(settings: Settings) -> AsyncIterator[tuple[str, int]]:
     url, stop = await asyncio.to_thread(serve_in_thread, app, "")
     try:
         address = urlsplit(url)
-        assert address.hostname is not None and address.port is not None
+        assert address.hostname is not None
+        assert address.port is not None
         yield address.hostname, address.port
     finally:
         await asyncio.to_thread(stop)
@@ -96,12 +97,15 @@ def padded_form(form: str, size: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
 
 def refused_as_too_large(body: Any, limit: int) -> bool:
     """Whether ``body`` is Tollgate's 413 error for ``limit``."""
-    return body == {
-        "detail": {
-            "code": "body_too_large",
-            "message": f"The request body is larger than {limit} bytes",
+    return bool(
+        body
+        == {
+            "detail": {
+                "code": "body_too_large",
+                "message": f"The request body is larger than {limit} bytes",
+            }
         }
-    }
+    )
 
 
 async def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(

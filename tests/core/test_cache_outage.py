@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.conftest import PASSWORD, REQUIRE_SERVICES, make_user, running
-from tests.live import free_port
+from tests.live import free_port, listening
+from tests.waiting import eventually_sync
 from tollgate.app import create_app
 from tollgate.core.settings import Settings
 
+REDIS_START_SECONDS = 10.0
+"""A local redis-server starts in milliseconds; this bounds a broken one."""
+
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and process.poll() is None:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    pytest.fail("the private redis-server did not come up")
+    eventually_sync(
+        lambda: listening(port, process), "the private redis-server listens", REDIS_START_SECONDS
+    )
 
 
 @pytest.fixture

@@ -64,7 +64,8 @@ def test_malformed_keyring_is_refused(spec: str) -> None:
 
 def test_tokens_are_stored_as_sha256_hex() -> None:
     token = new_token("mcp_", 32)
-    assert token.startswith("mcp_") and len(token) == 36
+    assert token.startswith("mcp_")
+    assert len(token) == 36
     assert hash_token(token) == hashlib.sha256(token.encode()).hexdigest()
 
 

@@ -67,7 +67,9 @@ def test_first_start_generates_secrets_with_mode_0600_and_says_so_once(
     first = load_or_generate_secrets(Settings(data_dir=tmp_path))
     secrets_file = tmp_path / "secrets.json"
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    assert first.jwt_secret_key and first.secret_key and first.encryption_keys
+    assert first.jwt_secret_key
+    assert first.secret_key
+    assert first.encryption_keys
     announcements = [r for r in caplog.records if "generated secrets" in r.getMessage()]
     assert len(announcements) == 1
     assert first.jwt_secret_key not in caplog.text

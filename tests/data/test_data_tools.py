@@ -5,7 +5,6 @@ every request, WebSocket or tool, reaches the gateway's observers with its laten
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -21,8 +20,11 @@ from tests.gateway.conftest import (
     text_of,
     wait_settled,
 )
+from tests.waiting import eventually
 from tollgate.core.events import ToolCallEvent
 from tollgate.core.settings import Settings
+from tollgate.core.state import app_state
+from tollgate.gateway.hub import Gateway as Hub
 
 DATA_TOOLS = {"data__list_records", "data__get_record", "data__query_records"}
 MODELS = ["users", "tickets", "change_log"]
@@ -106,9 +108,11 @@ async def test_data_tools_return_the_websocket_records_minus_the_same_fields(
     ws_got = await ws_reply(live, {"action": "get", "model": "users", "params": {"id": 7}})
 
     assert listed == {k: ws_listed[k] for k in ("data", "count", "limit", "offset")}
-    assert listed["count"] > 0 and all(r["department"] == "support" for r in listed["data"])
+    assert listed["count"] > 0
+    assert all(r["department"] == "support" for r in listed["data"])
     assert queried == {k: ws_queried[k] for k in ("data", "count", "limit", "offset")}
-    assert got == {"data": ws_got["data"]} and got["data"]["id"] == 7
+    assert got == {"data": ws_got["data"]}
+    assert got["data"]["id"] == 7
     for answer in (listed, got):
         text = json.dumps(answer)
         assert not [name for name in SENSITIVE_COLUMNS if name in text]
@@ -160,11 +164,10 @@ async def test_each_data_tool_call_is_charged_and_recorded(
 
 
 async def _events(seen: list[ToolCallEvent], count: int) -> list[ToolCallEvent]:
-    deadline = asyncio.get_running_loop().time() + EVENT_DEADLINE_SECONDS
-    while len(seen) < count:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"only {len(seen)} of {count} events: {seen}")
-        await asyncio.sleep(0.02)
+    async def arrived() -> bool:
+        return len(seen) >= count
+
+    await eventually(arrived, lambda: f"{count} events; only {seen}", EVENT_DEADLINE_SECONDS)
     return list(seen)
 
 
@@ -172,7 +175,7 @@ async def test_websocket_requests_and_data_tool_calls_reach_the_observers(
     live: Gateway,
 ) -> None:
     seen: list[ToolCallEvent] = []
-    live.app.state.gateway.observers.attach(seen.append)
+    app_state(live.app).get(Hub).observers.attach(seen.append)
     member = await new_member(live)
 
     async with ws(live, member.key) as socket:
@@ -191,7 +194,8 @@ async def test_websocket_requests_and_data_tool_calls_reach_the_observers(
         True,
     )
     assert (listed.account_id, listed.user_id) == (member.account_id, member.user_id)
-    assert listed.session_id == refused.session_id and listed.session_id
+    assert listed.session_id == refused.session_id
+    assert listed.session_id
     assert (refused.request_id, refused.tool, refused.success, refused.error_code) == (
         "w2",
         "delete:tickets",

@@ -186,7 +186,8 @@ async def test_postgres_tables_are_read_over_the_websocket_without_sensitive_fie
             },
         )
         write = await ask(socket, {"id": "w", "action": "create", "model": "tickets"})
-    assert users["status"] == "ok" and users["count"] == 2
+    assert users["status"] == "ok"
+    assert users["count"] == 2
     assert set(users["data"][0]) == {
         "id",
         "email",

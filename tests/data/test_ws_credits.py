@@ -22,11 +22,13 @@ from tests.gateway.conftest import (
 from tollgate.accounts.models import CallStatus, CreditTransaction, ToolCall, TransactionType
 from tollgate.core.events import ToolCallEvent
 from tollgate.core.settings import Settings
+from tollgate.core.state import app_state
+from tollgate.gateway.hub import Gateway as Hub
 
 PRICE = 3
 """Not the default price (1), so that a charge of the wrong amount shows."""
 
-READS = [
+READS: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = [
     ("data__list_records", {"model": "tickets", "limit": 3}, "list", {"limit": 3}),
     ("data__get_record", {"model": "users", "id": 1}, "get", {"id": 1}),
     (
@@ -71,7 +73,7 @@ async def test_a_websocket_read_with_an_account_key_costs_what_the_data_tool_cos
     priced: Gateway, tool: str, arguments: dict[str, Any], action: str, params: dict[str, Any]
 ) -> None:
     seen: list[ToolCallEvent] = []
-    priced.app.state.gateway.observers.attach(seen.append)
+    app_state(priced.app).get(Hub).observers.attach(seen.append)
     member = await new_member(priced, credits=20)
     model = arguments["model"]
 
@@ -82,7 +84,8 @@ async def test_a_websocket_read_with_an_account_key_costs_what_the_data_tool_cos
         reply = await ask(socket, {"id": "r1", "action": action, "model": model, "params": params})
     after_ws = await balance(priced.runtime, member.account_id)
 
-    assert called.is_error is not True and reply["status"] == "ok"
+    assert called.is_error is not True
+    assert reply["status"] == "ok"
     assert reply["data"] == called.structured_content["data"]
     assert 20 - after_tool == after_tool - after_ws == PRICE
     via_tool, via_ws = await ledger_of(priced, member.account_id)
@@ -135,7 +138,8 @@ async def test_a_websocket_read_with_an_empty_balance_is_refused_and_returns_not
         refused = await ask(socket, {"id": "e1", "action": "list", "model": "tickets"})
         still_open = await ask(socket, {"id": "e2", "action": "get", "model": "users"})
 
-    assert refused_tool.is_error is True and refused_tool.meta is not None
+    assert refused_tool.is_error is True
+    assert refused_tool.meta is not None
     assert refused == {
         "id": "e1",
         "status": "error",
@@ -145,7 +149,8 @@ async def test_a_websocket_read_with_an_empty_balance_is_refused_and_returns_not
     assert refused["error"] == f"Not enough credits: {PRICE} needed, 0 available"
     assert refused["code"] == "insufficient_credits"
     assert "data" not in refused
-    assert still_open["id"] == "e2" and still_open["code"] == "insufficient_credits"
+    assert still_open["id"] == "e2"
+    assert still_open["code"] == "insufficient_credits"
     assert await balance(priced.runtime, member.account_id) == 0
     assert await ledger_of(priced, member.account_id) == []
     assert await calls_of(priced.runtime, member.account_id) == []

@@ -177,7 +177,8 @@ def _check_reply(frame: str | bytes, raw: str | bytes, secrets: list[str]) -> bo
     assert isinstance(reply, dict)
     assert reply["status"] in ("ok", "error"), reply
     if reply["status"] == "error":
-        assert isinstance(reply["error"], str) and reply["error"]
+        assert isinstance(reply["error"], str)
+        assert reply["error"]
     echoes, request_id = _request_id(frame)
     if echoes:
         assert reply.get("id") == request_id, (frame, reply)

@@ -22,6 +22,7 @@ from tests.data.conftest import (
     ws,
 )
 from tests.gateway.conftest import Gateway, new_member
+from tests.waiting import eventually
 from tollgate.core.settings import Settings
 from tollgate.data.protocol import MAX_FRAME_BYTES
 
@@ -61,7 +62,8 @@ async def test_list_reply_has_the_seed_shape(live: Gateway) -> None:
         50,
         0,
     )
-    assert reply["data"][0]["id"] == 1 and reply["data"][0]["is_super_admin"] is True
+    assert reply["data"][0]["id"] == 1
+    assert reply["data"][0]["is_super_admin"] is True
 
 
 async def test_get_returns_the_stored_record(live: Gateway, data_settings: Settings) -> None:
@@ -73,7 +75,8 @@ async def test_get_returns_the_stored_record(live: Gateway, data_settings: Setti
     async with ws(live) as socket:
         reply = await ask(socket, get_ticket(123, "req-2"))
     assert set(reply) == {"id", "status", "data"}
-    assert reply["id"] == "req-2" and reply["status"] == "ok"
+    assert reply["id"] == "req-2"
+    assert reply["status"] == "ok"
     record = reply["data"]
     columns = ("id", "title", "status", "priority", "requester_id", "assignee_id", "created_at")
     assert tuple(record[c] for c in columns) == row
@@ -145,7 +148,8 @@ async def test_offset_pages_through_every_ticket_exactly_once(
                     "params": {"limit": 70, "offset": offset},
                 },
             )
-            assert reply["offset"] == offset and reply["count"] == len(reply["data"])
+            assert reply["offset"] == offset
+            assert reply["count"] == len(reply["data"])
             seen.extend(r["id"] for r in reply["data"])
     assert sorted(seen) == list(range(1, total + 1))
     assert len(seen) == len(set(seen))
@@ -324,7 +328,8 @@ async def test_query_failure_is_an_error_reply_and_the_connection_stays_usable(
             {"id": "f", "action": "get", "model": "tickets", "params": {"id": 2**70}},
         ):
             reply = await ask(socket, request)
-            assert reply["id"] == "f" and reply["status"] == "error"
+            assert reply["id"] == "f"
+            assert reply["status"] == "error"
             assert reply["error"].startswith("Query failed")
             await still_usable(socket)
 
@@ -355,11 +360,12 @@ def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def _logged(caplog: pytest.LogCaptureFixture, message: str) -> None:
-    deadline = asyncio.get_running_loop().time() + LOG_DEADLINE_SECONDS
-    while message not in _messages(caplog):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not logged: {message!r} in {_messages(caplog)}")
-        await asyncio.sleep(0.02)
+    async def logged() -> bool:
+        return message in _messages(caplog)
+
+    await eventually(
+        logged, lambda: f"logged {message!r}; only {_messages(caplog)}", LOG_DEADLINE_SECONDS
+    )
 
 
 async def test_connections_refusals_and_rate_limit_closes_are_logged_without_the_token(

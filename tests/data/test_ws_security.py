@@ -188,7 +188,8 @@ async def test_writes_are_refused_even_with_read_only_mode_off(data_settings: Se
         reply = await ask(
             socket, {"id": 7, "action": "delete", "model": "tickets", "params": {"id": 1}}
         )
-    assert reply["id"] == 7 and reply["status"] == "error"
+    assert reply["id"] == 7
+    assert reply["status"] == "error"
     assert "read-only mode" not in reply["error"]
     assert checksum(helpdesk_path(data_settings)) == before
 
@@ -250,7 +251,8 @@ async def test_sensitive_fields_never_appear_in_list_get_or_query(
         )
     listed, got, queried = replies
     assert listed["count"] == 40
-    assert queried["count"] == 1 and queried["data"][0]["id"] == 1
+    assert queried["count"] == 1
+    assert queried["data"][0]["id"] == 1
     for record in [*listed["data"], got["data"], *queried["data"]]:
         assert set(record) == VISIBLE_USER_COLUMNS
     for reply in replies:

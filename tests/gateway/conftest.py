@@ -8,9 +8,8 @@ import json
 import socket
 import ssl
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,9 @@ from tests.gateway.upstream import (
     HeaderRecorder,
     make_server,
     serve_in_thread,
+    started,
 )
+from tests.waiting import eventually, eventually_sync
 from tollgate.accounts.models import CallStatus, McpAccount, ToolCall
 from tollgate.app import create_app
 from tollgate.core.runtime import Runtime
@@ -176,26 +177,19 @@ async def balance(runtime: Runtime, account_id: int) -> int:
 async def wait_settled(runtime: Runtime, account_id: int) -> list[ToolCall]:
     """The account's calls once none is pending (bounded wait: a cancelled call is settled
     as the gateway notices the cancellation)."""
-    deadline = asyncio.get_running_loop().time() + SETTLE_DEADLINE_SECONDS
-    while True:
-        async with runtime.sessions() as session:
-            rows = list(
-                (
-                    await session.execute(
-                        select(ToolCall)
-                        .where(ToolCall.account_id == account_id)
-                        .order_by(ToolCall.id)
-                    )
-                ).scalars()
-            )
-        if all(r.status != CallStatus.PENDING for r in rows):
-            return rows
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"calls still pending: {[r.request_id for r in rows]}")
-        await asyncio.sleep(0.05)
+    rows: list[ToolCall] = []
+
+    async def settled() -> bool:
+        rows[:] = await calls_of(runtime, account_id)
+        return all(r.status != CallStatus.PENDING for r in rows)
+
+    def pending() -> str:
+        return f"calls settled; still pending: {[r.request_id for r in rows]}"
+
+    await eventually(settled, pending, SETTLE_DEADLINE_SECONDS)
+    return rows
 
 
-EraParam = Callable[[], str]
 ERAS = ["legacy", "2026-07-28"]
 """Both protocol eras the gateway serves on one path."""
 
@@ -448,7 +442,7 @@ UPSTREAM_GRACE_SECONDS = 2
 """How long a stopping upstream lets its open streams finish before cutting them."""
 
 
-def start_upstream(name: str = "echo", grace: float = UPSTREAM_GRACE_SECONDS) -> StoppableUpstream:
+def start_upstream(name: str = "echo", grace: int = UPSTREAM_GRACE_SECONDS) -> StoppableUpstream:
     """The SDK-built test upstream on 127.0.0.1, recording every request it gets."""
     mcp = make_server(name)
     headers = HeaderRecorder(mcp.streamable_http_app(transport_security=ALLOW_LOCAL))
@@ -463,11 +457,7 @@ def start_upstream(name: str = "echo", grace: float = UPSTREAM_GRACE_SECONDS) ->
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("upstream did not start")
-        time.sleep(0.01)
+    eventually_sync(lambda: started(server, thread), "the upstream starts", STARTUP_SECONDS)
     return StoppableUpstream(
         f"http://127.0.0.1:{sock.getsockname()[1]}/mcp", recorder, headers, server, thread, mcp
     )
@@ -501,17 +491,6 @@ async def calls_of(runtime: Runtime, account_id: int) -> list[ToolCall]:
     async with runtime.sessions() as session:
         query = select(ToolCall).where(ToolCall.account_id == account_id).order_by(ToolCall.id)
         return list((await session.execute(query)).scalars())
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], what: str, deadline_seconds: float = 15.0
-) -> None:
-    """Wait until ``check()`` holds (bounded): for state other processes change."""
-    deadline = asyncio.get_running_loop().time() + deadline_seconds
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {deadline_seconds}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def _refused(port: int) -> bool:

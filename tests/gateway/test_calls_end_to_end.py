@@ -13,6 +13,7 @@ from tests.gateway.conftest import (
     balance,
     mcp_client,
     new_member,
+    text_of,
     wait_settled,
 )
 from tollgate.identity.models import Role
@@ -34,7 +35,7 @@ async def test_client_lists_namespaced_tools_and_pays_exactly_the_price(
 
     assert {"echo__echo", "echo__add", "echo__slow", "echo__fail"} <= names
     assert result.is_error is False
-    assert result.content[0].text == "42"
+    assert text_of(result) == "42"
     calls = await wait_settled(gateway.runtime, user.account_id)
     assert await balance(gateway.runtime, user.account_id) == before - 2
     assert [(c.tool_name, c.success, c.credits_charged) for c in calls] == [("echo__add", True, 2)]

@@ -14,11 +14,11 @@ from tests.gateway.conftest import (
     balance,
     calls_of,
     connect,
-    eventually,
     quick_member,
     register_upstream,
     text_of,
 )
+from tests.waiting import eventually
 from tollgate.accounts.models import CallStatus, CreditTransaction
 from tollgate.analytics.models import UsageEvent
 from tollgate.core.runtime import Runtime

@@ -21,13 +21,13 @@ from tests.gateway.conftest import (
     Upstream,
     WatchedGateway,
     connect,
-    eventually,
     http_to,
     quick_member,
     register_upstream,
     text_of,
     tool_names,
 )
+from tests.waiting import eventually
 from tollgate.identity.models import Role
 
 NOTIFICATION_SECONDS = 10.0

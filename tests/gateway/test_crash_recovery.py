@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import mcp_types as types
 from sqlalchemy import func, select
 
@@ -25,7 +23,6 @@ from tests.gateway.conftest import (
     Upstream,
     balance,
     calls_of,
-    eventually,
     mcp_client_at,
     quick_member,
     register_upstream,
@@ -33,7 +30,8 @@ from tests.gateway.conftest import (
     tool_names,
     wait_settled,
 )
-from tests.live import START_TIMEOUT_SECONDS, TOLLGATE, free_port, server_env
+from tests.live import TOLLGATE, free_port, server_env, wait_healthy
+from tests.waiting import eventually
 from tollgate.accounts.models import CallStatus, CreditTransaction, ToolCall
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
@@ -64,7 +62,7 @@ def server_process(settings: Settings, log_path: Path) -> Iterator[tuple[str, Pr
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(url, process, log_path)
+            wait_healthy(url, process, log_path)
             yield url, process
         finally:
             if process.poll() is None:
@@ -74,21 +72,6 @@ def server_process(settings: Settings, log_path: Path) -> Iterator[tuple[str, Pr
                 except subprocess.TimeoutExpired:
                     process.kill()
             process.wait(timeout=10)
-
-
-def _wait_healthy(url: str, process: Process, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    with httpx.Client(timeout=1) as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-            try:
-                if http.get(f"{url}/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-    raise RuntimeError(f"server not healthy in time:\n{log_path.read_text()}")
 
 
 @asynccontextmanager

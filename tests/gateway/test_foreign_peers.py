@@ -7,9 +7,7 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,9 +22,11 @@ from tests.gateway.conftest import (
     balance,
     mcp_client,
     new_member,
+    text_of,
     wait_settled,
 )
-from tests.live import free_port
+from tests.live import free_port, listening
+from tests.waiting import eventually_sync
 from tollgate.identity.models import Role
 
 NPM_DIR = Path(__file__).resolve().parents[1] / "npm"
@@ -49,16 +49,7 @@ def _peer(name: str) -> Path:
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + PEER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the npm peer exited at start")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the npm peer did not start listening")
+    eventually_sync(lambda: listening(port, process), "the npm peer listens", PEER_START_SECONDS)
 
 
 @pytest.fixture
@@ -97,8 +88,8 @@ async def test_reference_server_from_npm_is_federated_and_called(
         summed = await client.call_tool("everything__get-sum", {"a": 20, "b": 22})
 
     assert {"everything__echo", "everything__get-sum"} <= names
-    assert echoed.content[0].text == "Echo: through tollgate"
-    assert "42" in summed.content[0].text
+    assert text_of(echoed) == "Echo: through tollgate"
+    assert "42" in text_of(summed)
     await wait_settled(gateway.runtime, user.account_id)
     assert await balance(gateway.runtime, user.account_id) == before - 6
 

@@ -143,7 +143,8 @@ async def metadata_named_for_host(gateway: Gateway, host: str) -> tuple[str, dic
         refused = await http.post("/mcp", json=body, headers=headers | {"Host": host})
         document = await http.get(METADATA_PATH, headers={"Host": host})
     challenge = refused.headers["WWW-Authenticate"]
-    assert refused.status_code == 401 and document.status_code == 200
+    assert refused.status_code == 401
+    assert document.status_code == 200
     return challenge.split('resource_metadata="')[1].split('"')[0], document.json()
 
 
@@ -278,7 +279,8 @@ async def test_callers_key_never_reaches_an_upstream(
     assert static["headers"] == {"Authorization": "********", "X-Team": "********"}
     assert "upstream-secret" not in str(static)
     open_seen, locked_seen = upstream.recorder.seen, stoppable_upstream.headers.seen
-    assert open_seen and locked_seen
+    assert open_seen
+    assert locked_seen
     assert set(open_seen) == {""}
     assert set(locked_seen) == {"Bearer upstream-secret"}
     assert not [r for r in stoppable_upstream.recorder.seen if "mcp_" in r.authorization]
@@ -335,7 +337,8 @@ async def test_new_account_key_has_the_account_key_prefix_and_opens_mcp(
 
     admitted = await post_first_request(gateway, mode, f"Bearer {member.key}")
 
-    assert member.key.startswith("mcp_") and not member.key.startswith("mcpt_")
+    assert member.key.startswith("mcp_")
+    assert not member.key.startswith("mcpt_")
     assert admitted.status_code == 200, admitted.text
 
 

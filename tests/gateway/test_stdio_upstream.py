@@ -19,7 +19,6 @@ from tests.gateway.conftest import (
     Upstream,
     balance,
     connect,
-    eventually,
     http_to,
     quick_member,
     register_upstream,
@@ -27,6 +26,7 @@ from tests.gateway.conftest import (
     text_of,
     wait_settled,
 )
+from tests.waiting import eventually
 from tollgate.core.settings import Settings
 from tollgate.identity.models import Role
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -106,6 +105,13 @@ def _socket() -> socket.socket:
     return sock
 
 
+def started(server: uvicorn.Server, thread: threading.Thread) -> bool:
+    """Whether ``server`` (run by ``thread``) serves; raises when the thread has ended."""
+    if not server.started and not thread.is_alive():
+        raise RuntimeError("server exited before it started")
+    return server.started
+
+
 def serve_in_thread(app: Any, path: str = "/mcp") -> tuple[str, Callable[[], None]]:
     """Serve an ASGI app on 127.0.0.1 in a daemon thread; returns (url, stop)."""
     sock = _socket()
@@ -116,8 +122,8 @@ def serve_in_thread(app: Any, path: str = "/mcp") -> tuple[str, Callable[[], Non
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + STARTUP_SECONDS
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
+    while not started(server, thread):  # a script too: it cannot import tests.waiting
+        if time.monotonic() > deadline:
             raise RuntimeError("server did not start")
         time.sleep(0.01)
 
@@ -149,4 +155,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

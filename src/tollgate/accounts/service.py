@@ -214,9 +214,3 @@ async def keys_follow_their_user(
     )
     for key_hash in hashes.scalars():
         after_commit(session, partial(keys.forget if active else keys.revoke, key_hash))
-
-
-async def refresh_balance(session: AsyncSession, account: McpAccount) -> McpAccount:
-    """Reload an account whose balance changed through a conditional update."""
-    await session.refresh(account)
-    return account

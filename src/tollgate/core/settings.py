@@ -31,6 +31,9 @@ GENERATED_KEY_BYTES = 32
 """256-bit secrets: the JWT HMAC key, the app secret and AES-256-GCM keys."""
 
 
+DEFAULT_ALLOWED_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+"""Loopback under any port: what `tollgate serve` answers to out of the box."""
+
 DEFAULT_DENIED_UPSTREAM_NETWORKS = (
     "169.254.0.0/16",
     "fe80::/10",
@@ -68,66 +71,171 @@ class Settings(BaseSettings):
         env_file=".env", extra="ignore", populate_by_name=True, case_sensitive=False
     )
 
-    data_dir: Path = Field(default=Path(".tollgate"), validation_alias="TOLLGATE_DATA_DIR")
-    database_url: str = Field(default="", validation_alias=_env("DATABASE_URL"))
-    redis_url: str = Field(default="", validation_alias=_env("REDIS_URL"))
-    cache_prefix: str = Field(default="tollgate:", validation_alias="TOLLGATE_CACHE_PREFIX")
-
-    jwt_secret_key: str = Field(default="", validation_alias=_env("JWT_SECRET_KEY"))
-    secret_key: str = Field(default="", validation_alias=_env("SECRET_KEY"))
-    encryption_keys: str = Field(default="", validation_alias="TOLLGATE_ENCRYPTION_KEYS")
-    access_token_expire_minutes: int = Field(
-        default=30, ge=1, validation_alias=_env("ACCESS_TOKEN_EXPIRE_MINUTES")
+    data_dir: Path = Field(
+        default=Path(".tollgate"),
+        validation_alias="TOLLGATE_DATA_DIR",
+        description="Folder of the default SQLite database, the demo helpdesk and the "
+        "generated secrets (`secrets.json`, mode 0600).",
     )
-    jwt_issuer: str = Field(default="tollgate", validation_alias="TOLLGATE_JWT_ISSUER")
-    jwt_audience: str = Field(default="tollgate", validation_alias="TOLLGATE_JWT_AUDIENCE")
+    database_url: str = Field(
+        default="",
+        validation_alias=_env("DATABASE_URL"),
+        description="The database; empty: SQLite `tollgate.db` in the data directory. "
+        "`postgresql://...` uses asyncpg.",
+    )
+    redis_url: str = Field(
+        default="",
+        validation_alias=_env("REDIS_URL"),
+        description="Redis, to share rate limits, key revocation, credit reservation, MCP "
+        "session ownership and live events between processes; empty: an in-memory cache "
+        "(one process only).",
+    )
+    cache_prefix: str = Field(
+        default="tollgate:",
+        validation_alias="TOLLGATE_CACHE_PREFIX",
+        description="Prefix of every cache key, so several deployments can share one Redis.",
+    )
 
-    log_level: str = Field(default="INFO", validation_alias=_env("LOG_LEVEL"))
-    log_json: bool | None = Field(default=None, validation_alias="TOLLGATE_LOG_JSON")
-    debug: bool = Field(default=False, validation_alias=_env("DEBUG"))
+    jwt_secret_key: str = Field(
+        default="",
+        validation_alias=_env("JWT_SECRET_KEY"),
+        description="HMAC key of login JWTs; empty: generated into the data directory.",
+    )
+    secret_key: str = Field(
+        default="",
+        validation_alias=_env("SECRET_KEY"),
+        description="App secret (marks requests forwarded between processes: every process "
+        "must share it); empty: generated into the data directory.",
+    )
+    encryption_keys: str = Field(
+        default="",
+        validation_alias="TOLLGATE_ENCRYPTION_KEYS",
+        description="AES-256-GCM keys of stored secrets, `kid:base64key,...`, primary "
+        "first; empty: generated into the data directory.",
+    )
+    access_token_expire_minutes: int = Field(
+        default=30,
+        ge=1,
+        validation_alias=_env("ACCESS_TOKEN_EXPIRE_MINUTES"),
+        description="Lifetime of login JWTs, in minutes.",
+    )
+    jwt_issuer: str = Field(
+        default="tollgate",
+        validation_alias="TOLLGATE_JWT_ISSUER",
+        description="`iss` claim written into, and required of, Tollgate's JWTs.",
+    )
+    jwt_audience: str = Field(
+        default="tollgate",
+        validation_alias="TOLLGATE_JWT_AUDIENCE",
+        description="`aud` claim written into, and required of, Tollgate's JWTs.",
+    )
 
-    host: str = Field(default="127.0.0.1", validation_alias="TOLLGATE_HOST")
-    port: int = Field(default=8000, validation_alias="TOLLGATE_PORT")
+    log_level: str = Field(
+        default="INFO",
+        validation_alias=_env("LOG_LEVEL"),
+        description="Logging level (`DEBUG`, `INFO`, `WARNING`, ...); logs never carry a secret.",
+    )
+    log_json: bool | None = Field(
+        default=None,
+        validation_alias="TOLLGATE_LOG_JSON",
+        description="JSON log lines; unset: JSON when standard error is not a terminal.",
+    )
+
+    host: str = Field(
+        default="127.0.0.1",
+        validation_alias="TOLLGATE_HOST",
+        description="Address `tollgate serve` listens on.",
+    )
+    port: int = Field(
+        default=8000,
+        validation_alias="TOLLGATE_PORT",
+        description="Port `tollgate serve` listens on.",
+    )
 
     credit_tiers: dict[str, CreditTier] = Field(
-        default_factory=lambda: dict(DEFAULT_TIERS), validation_alias="TOLLGATE_CREDIT_TIERS"
+        default_factory=lambda: dict(DEFAULT_TIERS),
+        validation_alias="TOLLGATE_CREDIT_TIERS",
+        description='Credit tiers as JSON: `{"free": {"monthly_allocation": 50, '
+        '"stripe_price_ids": []}, ...}`.',
     )
-    default_tier: str = Field(default="free", validation_alias="TOLLGATE_DEFAULT_TIER")
+    default_tier: str = Field(
+        default="free",
+        validation_alias="TOLLGATE_DEFAULT_TIER",
+        description="Tier of new accounts and of accounts whose subscription ended.",
+    )
     refill_interval_seconds: float = Field(
-        default=3600, gt=0, validation_alias="TOLLGATE_REFILL_INTERVAL_SECONDS"
+        default=3600,
+        gt=0,
+        validation_alias="TOLLGATE_REFILL_INTERVAL_SECONDS",
+        description="How often the server looks for accounts due for their monthly refill.",
     )
     key_cache_ttl_seconds: float = Field(
-        default=60, gt=0, validation_alias="TOLLGATE_KEY_CACHE_TTL_SECONDS"
+        default=60,
+        gt=0,
+        validation_alias="TOLLGATE_KEY_CACHE_TTL_SECONDS",
+        description="How long a looked-up account key stays cached (a replaced or revoked "
+        "key is refused at once regardless).",
     )
     login_max_failures_per_user: int = Field(
-        default=5, ge=1, validation_alias="TOLLGATE_LOGIN_MAX_FAILURES_PER_USER"
+        default=5,
+        ge=1,
+        validation_alias="TOLLGATE_LOGIN_MAX_FAILURES_PER_USER",
+        description="Failed logins of one username within the window before it is locked.",
     )
     login_max_failures_per_address: int = Field(
-        default=20, ge=1, validation_alias="TOLLGATE_LOGIN_MAX_FAILURES_PER_ADDRESS"
+        default=20,
+        ge=1,
+        validation_alias="TOLLGATE_LOGIN_MAX_FAILURES_PER_ADDRESS",
+        description="Failed logins from one client address within the window before it is locked.",
     )
     login_failure_window_seconds: int = Field(
-        default=900, ge=1, validation_alias="TOLLGATE_LOGIN_FAILURE_WINDOW_SECONDS"
+        default=900,
+        ge=1,
+        validation_alias="TOLLGATE_LOGIN_FAILURE_WINDOW_SECONDS",
+        description="Window over which failed logins are counted; a locked username or "
+        "address is let in again once its failures fall out of it.",
     )
     lease_default_ttl_seconds: int = Field(
-        default=3600, ge=1, validation_alias="TOLLGATE_LEASE_DEFAULT_TTL_SECONDS"
+        default=3600,
+        ge=1,
+        validation_alias="TOLLGATE_LEASE_DEFAULT_TTL_SECONDS",
+        description="TTL of a credential lease that asks for none.",
     )
     lease_min_ttl_seconds: int = Field(
-        default=60, ge=1, validation_alias="TOLLGATE_LEASE_MIN_TTL_SECONDS"
+        default=60,
+        ge=1,
+        validation_alias="TOLLGATE_LEASE_MIN_TTL_SECONDS",
+        description="Shortest TTL a lease may ask for.",
     )
     lease_max_ttl_seconds: int = Field(
-        default=86400, ge=1, validation_alias="TOLLGATE_LEASE_MAX_TTL_SECONDS"
+        default=86400,
+        ge=1,
+        validation_alias="TOLLGATE_LEASE_MAX_TTL_SECONDS",
+        description="Longest TTL a lease may ask for.",
     )
     lease_max_renewals: int = Field(
-        default=24, ge=0, validation_alias="TOLLGATE_LEASE_MAX_RENEWALS"
+        default=24,
+        ge=0,
+        validation_alias="TOLLGATE_LEASE_MAX_RENEWALS",
+        description="How many times one lease may be renewed.",
     )
     lease_max_lifetime_seconds: int = Field(
-        default=90000, ge=1, validation_alias="TOLLGATE_LEASE_MAX_LIFETIME_SECONDS"
+        default=90000,
+        ge=1,
+        validation_alias="TOLLGATE_LEASE_MAX_LIFETIME_SECONDS",
+        description="Longest a lease may live from its creation, renewals included.",
     )
     lease_expiry_interval_seconds: float = Field(
-        default=60, gt=0, validation_alias="TOLLGATE_LEASE_EXPIRY_INTERVAL_SECONDS"
+        default=60,
+        gt=0,
+        validation_alias="TOLLGATE_LEASE_EXPIRY_INTERVAL_SECONDS",
+        description="How often the server marks leases past their expiry as expired.",
     )
     key_rate_limit_per_minute: int = Field(
-        default=600, ge=1, validation_alias="TOLLGATE_KEY_RATE_LIMIT_PER_MINUTE"
+        default=600,
+        ge=1,
+        validation_alias="TOLLGATE_KEY_RATE_LIMIT_PER_MINUTE",
+        description="Tool calls per minute one account key may make through `/mcp`.",
     )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES,
@@ -136,7 +244,13 @@ class Settings(BaseSettings):
         description="Largest HTTP request body accepted; larger ones are answered 413 "
         "`body_too_large` as soon as the length is known or the count passes it.",
     )
-    public_url: str = Field(default="", validation_alias="TOLLGATE_PUBLIC_URL")
+    public_url: str = Field(
+        default="",
+        validation_alias="TOLLGATE_PUBLIC_URL",
+        description="Base URL clients use, named in the `/mcp` 401 challenge and the OAuth "
+        "resource metadata; empty: the request's `Host` when it is one of the allowed hosts, "
+        "else `http://<host>:<port>`.",
+    )
     internal_host: str = Field(
         default="127.0.0.1",
         validation_alias="TOLLGATE_INTERNAL_HOST",
@@ -154,11 +268,14 @@ class Settings(BaseSettings):
         default="",
         validation_alias="TOLLGATE_INTERNAL_URL",
         description="How other processes reach this one's listener (default "
-        "http://<internal host>:<bound port>); set it when they run on other hosts.",
+        "`http://<internal host>:<bound port>`; `{port}` stands for the bound port); set it "
+        "when they run on other hosts.",
     )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*", "testserver"],
+        default_factory=lambda: list(DEFAULT_ALLOWED_HOSTS),
         validation_alias="TOLLGATE_ALLOWED_HOSTS",
+        description="Comma-separated `Host` values `/mcp` answers (DNS rebinding "
+        "protection) and may name as its public URL; `host:*` allows any port.",
     )
     allow_stdio_upstreams: bool = Field(
         default=False,
@@ -175,20 +292,50 @@ class Settings(BaseSettings):
     upstream_denied_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_DENIED_UPSTREAM_NETWORKS),
         validation_alias="TOLLGATE_UPSTREAM_DENIED_NETWORKS",
-        description="Networks no upstream URL may resolve into (checked first, always).",
+        description="Networks no upstream URL may resolve into (checked first, always; "
+        "IPv4-mapped IPv6 counts as IPv4).",
     )
     upstream_sync_interval_seconds: float = Field(
-        default=10, gt=0, validation_alias="TOLLGATE_UPSTREAM_SYNC_INTERVAL_SECONDS"
+        default=10,
+        gt=0,
+        validation_alias="TOLLGATE_UPSTREAM_SYNC_INTERVAL_SECONDS",
+        description="How often a running server picks up upstreams added, changed or "
+        "removed elsewhere (the CLI, another process).",
     )
-    mcp_enabled: bool = Field(default=False, validation_alias=_env("MCP_ENABLED"))
-    mcp_token: str = Field(default="", validation_alias=_env("MCP_TOKEN"))
+    mcp_enabled: bool = Field(
+        default=False,
+        validation_alias=_env("MCP_ENABLED"),
+        description="Serve read-only data access to agents (`/mcp/ws` and the `data__*` tools).",
+    )
+    mcp_token: str = Field(
+        default="",
+        validation_alias=_env("MCP_TOKEN"),
+        description="Shared token for `/mcp/ws` (the operator's: its reads belong to no "
+        "account and are free); empty: account keys only.",
+    )
     mcp_allowed_models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["users", "tickets", "change_log"],
         validation_alias=_env("MCP_ALLOWED_MODELS"),
+        description="Comma-separated tables of the data source agents may read.",
     )
-    mcp_readonly: bool = Field(default=True, validation_alias=_env("MCP_READONLY"))
-    mcp_rate_limit: int = Field(default=60, ge=1, validation_alias=_env("MCP_RATE_LIMIT"))
-    data_url: str = Field(default="", validation_alias="TOLLGATE_DATA_URL")
+    mcp_readonly: bool = Field(
+        default=True,
+        validation_alias=_env("MCP_READONLY"),
+        description="Refuse write actions on `/mcp/ws` (the data source is opened read-only "
+        "regardless).",
+    )
+    mcp_rate_limit: int = Field(
+        default=60,
+        ge=1,
+        validation_alias=_env("MCP_RATE_LIMIT"),
+        description="Requests per 60 s one `/mcp/ws` connection may make before it is closed.",
+    )
+    data_url: str = Field(
+        default="",
+        validation_alias="TOLLGATE_DATA_URL",
+        description="The data source agents read (any URL SQLAlchemy reaches); empty: the "
+        "demo helpdesk `helpdesk.db` in the data directory.",
+    )
     sensitive_field_patterns: list[str] = Field(
         default_factory=lambda: [
             r"(^|_)(password|passwd|secret|token|hash|salt)($|_)",
@@ -196,6 +343,8 @@ class Settings(BaseSettings):
             r"private_?key",
         ],
         validation_alias="TOLLGATE_SENSITIVE_FIELD_PATTERNS",
+        description="JSON list of regular expressions; columns whose names match are never "
+        "sent to agents (on top of seed 002's list).",
     )
     data_tool_price: int = Field(
         default=1,
@@ -204,11 +353,24 @@ class Settings(BaseSettings):
         description="Credits each data tool call costs, and each `/mcp/ws` read made with an "
         "account key; reads with the shared MCP_TOKEN (no account) are free.",
     )
-    mcp_webhook_secret: str = Field(default="", validation_alias=_env("MCP_WEBHOOK_SECRET"))
-    analytics_retention_days: int = Field(
-        default=30, ge=1, validation_alias="TOLLGATE_ANALYTICS_RETENTION_DAYS"
+    mcp_webhook_secret: str = Field(
+        default="",
+        validation_alias=_env("MCP_WEBHOOK_SECRET"),
+        description="HMAC key of signed analytics posts (`X-Tollgate-Signature`); empty: "
+        "signed posts are refused.",
     )
-    stripe_webhook_secret: str = Field(default="", validation_alias=_env("STRIPE_WEBHOOK_SECRET"))
+    analytics_retention_days: int = Field(
+        default=30,
+        ge=1,
+        validation_alias="TOLLGATE_ANALYTICS_RETENTION_DAYS",
+        description="Age after which raw analytics events are rolled up into hourly rows "
+        "and pruned.",
+    )
+    stripe_webhook_secret: str = Field(
+        default="",
+        validation_alias=_env("STRIPE_WEBHOOK_SECRET"),
+        description="Verifies `POST /api/v1/billing/stripe/webhook`; empty: billing is off.",
+    )
 
     @field_validator("credit_tiers", mode="before")
     @classmethod

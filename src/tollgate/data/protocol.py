@@ -27,14 +27,6 @@ MAX_FRAME_BYTES = 64 * 1024
 """Requests are small JSON objects; anything bigger is refused unread."""
 
 
-@dataclass(frozen=True)
-class Reply:
-    """A response, and whether the connection must close after it."""
-
-    body: dict[str, Any]
-    close: bool = False
-
-
 def error(message: str, request_id: Any = None) -> dict[str, Any]:
     """An error response (with the request's id when it had one)."""
     body: dict[str, Any] = {"status": "error", "error": message}
@@ -94,13 +86,6 @@ class Handler:
     def __init__(self, source: DataSource, *, readonly: bool) -> None:
         self.source = source
         self.readonly = readonly
-
-    async def handle_text(self, text: str | bytes) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """The decoded request (None when it is not one) and the response to one frame."""
-        message, checked = self.check_text(text)
-        if isinstance(checked, ReadRequest):
-            return message, (await self.read(checked)).body
-        return message, checked
 
     def check_text(self, text: str | bytes) -> Checked:
         """Decode and check one frame: the read it asks for, or the error reply."""

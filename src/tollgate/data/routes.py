@@ -11,6 +11,7 @@ from starlette.websockets import WebSocketState
 
 from tollgate.core.state import app_state
 from tollgate.data.protocol import RATE_WINDOW_SECONDS, RateLimiter, error
+from tollgate.data.service import DataAccess
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ async def data_socket(websocket: WebSocket) -> None:
     """Read-only access to whitelisted models. Off unless ``MCP_ENABLED``; the token is
     ``MCP_TOKEN`` or an active account key, in ``X-MCP-Token`` or ``?token=``. Reads with an
     account key are charged like the data tools; reads with ``MCP_TOKEN`` are free."""
-    access = app_state(websocket.app).data
+    access = app_state(websocket.app).find(DataAccess)
     await websocket.accept()
     if access is None:
         await _refuse(websocket, "MCP server is disabled")

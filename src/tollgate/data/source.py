@@ -134,11 +134,6 @@ class DataSource:
             raise DataError(f"Model '{model}' is not available in the data source")
         return table
 
-    async def readable_columns(self, model: str) -> list[str]:
-        """The columns of ``model`` a client may see and filter on."""
-        table = await self.table(model)
-        return [c.name for c in table.columns if not self.is_sensitive(c.name)]
-
     def _visible(self, table: Table, row: Any) -> dict[str, Any]:
         return {
             key: _plain(value)

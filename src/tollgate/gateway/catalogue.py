@@ -149,17 +149,6 @@ class Catalogue:
         """The ``tools/list`` answer (built once per change)."""
         return self._tools_result
 
-    def tool_entries(self, upstream: str) -> list[ToolEntry]:
-        """The offered tools of one upstream (whatever its availability)."""
-        policy = self._policy(upstream)
-        if policy is None:
-            return []
-        return [
-            ToolEntry(upstream, t.name, policy.price_of(t.name), t)
-            for t in self.listing(upstream).tools
-            if policy.offers(t.name)
-        ]
-
     def input_schema(self, gateway_name: str) -> dict[str, Any] | None:
         """A tool's input schema, for the SDK's header validation."""
         entry = self._tools.get(gateway_name)

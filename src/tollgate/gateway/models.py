@@ -13,13 +13,6 @@ from tollgate.core.database import Base, UTCDateTime, utcnow
 from tollgate.core.encrypted import Envelope
 
 
-class Transport(enum.StrEnum):
-    """How Tollgate talks to an upstream."""
-
-    STREAMABLE_HTTP = "streamable_http"
-    STDIO = "stdio"
-
-
 class AuthMode(enum.StrEnum):
     """Whose credentials go upstream: none, Tollgate's own, or the calling user's."""
 

@@ -114,10 +114,6 @@ class ConnectionPool:
         """Upstreams with a shared session."""
         return [name for name, record in self._upstreams.items() if record.connection]
 
-    def credential_sessions(self) -> int:
-        """How many per-user sessions are open."""
-        return sum(len(record.credential_connections) for record in self._upstreams.values())
-
     async def _reap_idle_sessions(self) -> None:
         while True:
             await anyio.sleep(REAP_INTERVAL_SECONDS)

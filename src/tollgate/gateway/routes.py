@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from tollgate.core.deps import RuntimeDep
-from tollgate.core.state import AppStateDep
+from tollgate.core.state import component
 from tollgate.gateway import admin
 from tollgate.gateway.addresses import public_base_url
 from tollgate.gateway.hub import Gateway
@@ -23,12 +23,8 @@ UpstreamsAdmin = Annotated[User, Depends(require("upstreams.manage"))]
 Name = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
 
-def get_gateway(state: AppStateDep) -> Gateway:
-    """The process's gateway, built by ``create_app``."""
-    return state.gateway
-
-
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+GatewayDep = Annotated[Gateway, Depends(component(Gateway))]
+"""The process's gateway, built by ``create_app``."""
 
 
 def served_at(request: Request) -> tuple[str, int] | None:

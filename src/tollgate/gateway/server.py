@@ -173,10 +173,6 @@ class McpEndpoint:
             else:
                 await connection.send_resource_list_changed()
 
-    def legacy_session_count(self) -> int:
-        """Legacy sessions that would receive a notification now."""
-        return len(self._legacy_connections)
-
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from tollgate.core.deps import SessionDep, SettingsDep
 from tollgate.core.errors import Forbidden, Unauthorized
-from tollgate.core.state import AppStateDep
+from tollgate.core.state import component
 from tollgate.identity.credentials import Credentials, user_for_jwt
 from tollgate.identity.models import User
 from tollgate.identity.permissions import permissions_for
@@ -29,12 +29,8 @@ def bearer_token(request: Request) -> str:
 BearerToken = Annotated[str, Depends(bearer_token)]
 
 
-def get_credentials(state: AppStateDep) -> Credentials:
-    """The process's resolver of bearer values (built by ``create_app``)."""
-    return state.credentials
-
-
-CredentialsDep = Annotated[Credentials, Depends(get_credentials)]
+CredentialsDep = Annotated[Credentials, Depends(component(Credentials))]
+"""The process's resolver of bearer values (built by ``create_app``)."""
 
 
 async def current_user(token: BearerToken, session: SessionDep, settings: SettingsDep) -> User:
