@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -107,3 +108,20 @@ def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log_path: Path
     eventually_sync(
         healthy, lambda: f"server healthy:\n{log_path.read_text()}", START_TIMEOUT_SECONDS
     )
+
+
+@asynccontextmanager
+async def serving(env: dict[str, str], log_path: Path, workers: int = 1) -> AsyncIterator[str]:
+    """:func:`live_server` started and stopped off the event loop, for async tests.
+
+    Its health wait and its shutdown block; on the loop they would freeze this process's
+    own app (its background jobs, any transaction it has open) while the server waits on it.
+    """
+    stack = ExitStack()
+    base_url = await asyncio.to_thread(
+        stack.enter_context, live_server(env, log_path, workers=workers)
+    )
+    try:
+        yield base_url
+    finally:
+        await asyncio.to_thread(stack.close)

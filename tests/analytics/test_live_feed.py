@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.analytics.conftest import EVENT_TEMPLATE, person
 from tests.conftest import require_redis
 from tests.gateway.conftest import Gateway, Upstream, add_upstream, mcp_client, quick_member
-from tests.live import live_server, server_env
+from tests.live import server_env, serving
 from tollgate.analytics.live import POLICY_VIOLATION
 from tollgate.core.runtime import Runtime
 from tollgate.identity.models import Role
@@ -67,29 +67,29 @@ async def test_event_ingested_through_one_process_reaches_a_live_socket_on_the_o
     admin = await person(runtime, Role.ADMIN)
     marker = f"cross-process-{uuid.uuid4().hex[:8]}"
     env = server_env(runtime.settings)
-    with (
-        live_server(env, tmp_path / "a.log") as server_a,
-        live_server(env, tmp_path / "b.log") as server_b,
+    async with (
+        serving(env, tmp_path / "a.log") as server_a,
+        serving(env, tmp_path / "b.log") as server_b,
+        connect(live_url(server_b, admin.jwt), open_timeout=10) as socket,
     ):
-        async with connect(live_url(server_b, admin.jwt), open_timeout=10) as socket:
-            await subscribed(socket)
-            async with httpx.AsyncClient(base_url=server_a, timeout=30) as http:
-                response = await http.post(
-                    "/api/v1/analytics/batch",
-                    json={
-                        "events": [{**EVENT_TEMPLATE, "tool_name": marker, "success": False}],
-                        "errors": [{"error_type": "Boom", "error_message": marker}],
-                    },
-                    headers=admin.headers,
-                )
-            assert response.status_code == 201, response.text
-
-            event, error, aggregate = await collect(
-                socket,
-                event_of(marker),
-                lambda m: m.get("type") == "error" and m.get("error_message") == marker,
-                aggregate_with_events,
+        await subscribed(socket)
+        async with httpx.AsyncClient(base_url=server_a, timeout=30) as http:
+            response = await http.post(
+                "/api/v1/analytics/batch",
+                json={
+                    "events": [{**EVENT_TEMPLATE, "tool_name": marker, "success": False}],
+                    "errors": [{"error_type": "Boom", "error_message": marker}],
+                },
+                headers=admin.headers,
             )
+        assert response.status_code == 201, response.text
+
+        event, error, aggregate = await collect(
+            socket,
+            event_of(marker),
+            lambda m: m.get("type") == "error" and m.get("error_message") == marker,
+            aggregate_with_events,
+        )
 
     assert (event["service"], event["success"], event["response_time_ms"]) == (
         EVENT_TEMPLATE["service"],

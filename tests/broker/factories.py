@@ -5,19 +5,16 @@ Everything goes through the HTTP API (or the broker's own services), never aroun
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import update
 
 from tests.conftest import auth, bearer, make_user
-from tests.live import live_server
 from tollgate.app import create_app
 from tollgate.broker.models import Lease
 from tollgate.core.database import transaction
@@ -232,18 +229,3 @@ async def bare_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         yield runtime
     finally:
         await runtime.close()
-
-
-@asynccontextmanager
-async def live(env: dict[str, str], log_path: Path) -> AsyncIterator[str]:
-    """``tests.live.live_server`` started and stopped off the event loop.
-
-    Its health wait blocks; on the loop it would freeze any transaction this process has
-    open, and a held SQLite write lock would keep the new server from starting.
-    """
-    stack = ExitStack()
-    base_url = await asyncio.to_thread(stack.enter_context, live_server(env, log_path))
-    try:
-        yield base_url
-    finally:
-        await asyncio.to_thread(stack.close)

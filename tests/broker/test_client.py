@@ -18,13 +18,12 @@ from tests.broker.factories import (
     TOKENS,
     bare_runtime,
     jira,
-    live,
     ok,
     person,
     todoist,
 )
 from tests.conftest import bearer, token_for
-from tests.live import server_env
+from tests.live import server_env, serving
 from tests.waiting import eventually
 from tollgate.client import (
     AuthenticationError,
@@ -56,7 +55,7 @@ async def broker(settings: Settings, tmp_path: Path, **env: str) -> AsyncIterato
     server = server_env(settings, TOLLGATE_LEASE_MIN_TTL_SECONDS="1", **env)
     async with (
         bare_runtime(settings) as runtime,
-        live(server, tmp_path / "server.log") as url,
+        serving(server, tmp_path / "server.log") as url,
         httpx.AsyncClient(base_url=url, timeout=10) as http,
     ):
         user = await person(runtime, "mcp-server")

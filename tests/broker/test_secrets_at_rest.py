@@ -22,7 +22,6 @@ from tests.broker.factories import (
     TOKENS,
     bare_runtime,
     jira,
-    live,
     notion,
     ok,
     person,
@@ -30,7 +29,7 @@ from tests.broker.factories import (
     secret,
 )
 from tests.conftest import bearer, is_postgres, token_for
-from tests.live import server_env
+from tests.live import server_env, serving
 from tollgate.broker.leases import _lease_aad
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
@@ -191,7 +190,7 @@ async def test_a_live_server_logs_no_secret(settings: Settings, tmp_path: Path) 
     log_path = tmp_path / "server.log"
     async with (
         bare_runtime(settings) as runtime,
-        live(server_env(settings, LOG_LEVEL="DEBUG"), log_path) as base_url,
+        serving(server_env(settings, LOG_LEVEL="DEBUG"), log_path) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=10) as client,
     ):
         owner = await person(runtime, "owner")

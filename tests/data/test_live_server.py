@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import ExitStack
 from pathlib import Path
 
 import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.data.conftest import MCP_TOKEN, REPLY_SECONDS, helpdesk_path
-from tests.live import live_server, server_env
+from tests.live import server_env, serving
 from tollgate.core.settings import Settings
 from tollgate.data.demo import create_helpdesk
 
@@ -42,9 +41,7 @@ async def test_seed_example_works_against_tollgate_serve_and_logs_no_token(
         settings, MCP_ENABLED="true", MCP_TOKEN=MCP_TOKEN, LOG_LEVEL="INFO", MCP_RATE_LIMIT="60"
     )
     log_path = tmp_path / "server.log"
-    stack = ExitStack()
-    base = await asyncio.to_thread(stack.enter_context, live_server(env, log_path))
-    try:
+    async with serving(env, log_path) as base:
         uri = base.replace("http://", "ws://") + "/mcp/ws"
         users, ticket = await seed_example(uri, MCP_TOKEN)
         async with websockets.connect(f"{uri}?token={MCP_TOKEN}") as websocket:
@@ -57,8 +54,6 @@ async def test_seed_example_works_against_tollgate_serve_and_logs_no_token(
                 raise AssertionError("the refused connection stayed open")
             except ConnectionClosed:
                 pass
-    finally:
-        await asyncio.to_thread(stack.close)
 
     assert (users["id"], users["status"], users["count"]) == ("req-1", "ok", 10)
     assert (ticket["id"], ticket["status"]) == ("req-2", "ok")

@@ -14,7 +14,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import require_postgres, require_redis
 from tests.gateway.conftest import Gateway, Upstream, quick_member
-from tests.live import live_server, server_env
+from tests.live import server_env, serving
 from tollgate.core.database import transaction
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
@@ -60,9 +60,9 @@ async def test_legacy_session_opened_on_one_process_is_served_by_another(
     env = server_env(settings)
     try:
         await _register_upstream(runtime, upstream.url)
-        with (
-            live_server(env, tmp_path / "a.log") as server_a,
-            live_server(env, tmp_path / "b.log") as server_b,
+        async with (
+            serving(env, tmp_path / "a.log") as server_a,
+            serving(env, tmp_path / "b.log") as server_b,
         ):
             member = await quick_member(Gateway(server_a, runtime, None))
             headers = {
@@ -159,7 +159,7 @@ async def test_sessions_of_both_eras_work_behind_two_workers_on_one_port(
     runtime = Runtime.build(settings)
     try:
         await _register_upstream(runtime, upstream.url)
-        with live_server(server_env(settings), tmp_path / "w.log", workers=2) as server:
+        async with serving(server_env(settings), tmp_path / "w.log", workers=2) as server:
             member = await quick_member(Gateway(server, runtime, None))
             modes = ["legacy"] * SESSIONS_PER_ERA + ["2026-07-28"] * SESSIONS_PER_ERA
             results = await asyncio.gather(
