@@ -150,23 +150,28 @@ async def update_user(
     if password is not None:
         user.password_hash = await hash_password(password)
         user.token_version += 1
-    if role is not None:
-        user.role = role
-        if role != Role.ADMIN:
-            user.is_superuser = False
+    _apply_role(user, role, is_superuser)
     switched = is_active is not None and is_active != user.is_active
     if is_active is not None:
         if user.is_active and not is_active:
             user.token_version += 1
         user.is_active = is_active
-    if is_superuser is not None:
-        user.is_superuser = is_superuser
-        if is_superuser:
-            user.role = Role.ADMIN
     await session.flush()
     if switched:
         await _access_changed(session, runtime, user.id, user.is_active)
     return user
+
+
+def _apply_role(user: User, role: str | None, is_superuser: bool | None) -> None:
+    """A role below admin takes superuser away; superuser implies the admin role."""
+    if role is not None:
+        user.role = role
+        if role != Role.ADMIN:
+            user.is_superuser = False
+    if is_superuser is not None:
+        user.is_superuser = is_superuser
+        if is_superuser:
+            user.role = Role.ADMIN
 
 
 async def delete_user(session: AsyncSession, user: User, runtime: Runtime | None = None) -> None:
