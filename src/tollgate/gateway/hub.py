@@ -38,6 +38,7 @@ from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
 from tollgate.gateway.models import AuthMode, Upstream, UpstreamState
 from tollgate.gateway.pool import ConnectionPool
 from tollgate.gateway.upstreams import NO_AUTH, UpstreamAuth, Upstreams
+from tollgate.identity.credentials import AccountKeyCaller
 
 logger = logging.getLogger(__name__)
 
@@ -50,19 +51,10 @@ Notifier = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
-class Caller:
-    """Who is calling through ``/mcp``: the account behind the key."""
-
-    account_id: int
-    user_id: int
-    email: str
-
-
-@dataclass(frozen=True)
 class ToolCall:
     """One routed tool call on its way upstream."""
 
-    caller: Caller
+    caller: AccountKeyCaller
     entry: ToolEntry
     name: str
     arguments: dict[str, Any]
@@ -245,7 +237,7 @@ class Gateway:
 
     async def call_tool(
         self,
-        caller: Caller,
+        caller: AccountKeyCaller,
         name: str,
         arguments: dict[str, Any] | None,
         *,
@@ -285,7 +277,7 @@ class Gateway:
         return await self._forward(call, connection)
 
     async def _reserve(
-        self, caller: Caller, entry: ToolEntry, name: str, request_id: str
+        self, caller: AccountKeyCaller, entry: ToolEntry, name: str, request_id: str
     ) -> types.CallToolResult | None:
         try:
             async with transaction(self.runtime.sessions) as session:
@@ -381,7 +373,9 @@ class Gateway:
         own_server_info(result)
         return result, "tool_error" if result.is_error else None
 
-    async def _connection_for(self, entry: ToolEntry, caller: Caller) -> UpstreamConnection:
+    async def _connection_for(
+        self, entry: ToolEntry, caller: AccountKeyCaller
+    ) -> UpstreamConnection:
         record = self.upstreams.get(entry.upstream)
         base = record.spec if record is not None else None
         shared = record.connection if record is not None else None

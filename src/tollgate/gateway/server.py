@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tollgate import __version__
 from tollgate.accounts.keys import KeyStore
 from tollgate.core.errors import Unauthorized, bearer_refusal, not_found_response
-from tollgate.gateway.hub import Caller, Gateway
+from tollgate.gateway.hub import Gateway
 from tollgate.identity.credentials import (
     ACCOUNT_KEY_ONLY,
     ACCOUNT_KEY_PREFIX,
@@ -54,14 +54,14 @@ PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource/mcp"
 KEY_REQUIRED = f"An active Tollgate account key ({ACCOUNT_KEY_PREFIX}...) is required"
 """Why ``/mcp`` refused a request (an access token is told so by name instead)."""
 
-current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+current_caller: contextvars.ContextVar[AccountKeyCaller | None] = contextvars.ContextVar(
     "tollgate_mcp_caller", default=None
 )
 
 R = TypeVar("R")
 
 
-def _caller() -> Caller:
+def _caller() -> AccountKeyCaller:
     caller = current_caller.get()
     if caller is None:
         raise MCPError(types.INVALID_REQUEST, "Not authenticated")
@@ -276,13 +276,13 @@ class BearerGate:
         finally:
             current_caller.reset(reset)
 
-    async def _authenticate(self, token: str) -> Caller:
+    async def _authenticate(self, token: str) -> AccountKeyCaller:
         """The account behind an active key; Unauthorized (WrongKind for an access token)."""
         identity = await self.credentials.authenticate_bearer(token, accept=ACCOUNT_KEY_ONLY)
         if not isinstance(identity, AccountKeyCaller):
             raise Unauthorized(KEY_REQUIRED, code="invalid_token")
         await self.keys.touch(identity.account_id)
-        return Caller(identity.account_id, identity.user_id, identity.email)
+        return identity
 
     async def _refuse(
         self,
