@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,6 +13,7 @@ from tollgate import __version__
 from tollgate.accounts import billing_routes, jobs
 from tollgate.accounts import routes as account_routes
 from tollgate.accounts.deps import key_store
+from tollgate.accounts.holds import CreditHolds
 from tollgate.accounts.meter import CallMeter
 from tollgate.accounts.settlement import Settler
 from tollgate.analytics import jobs as analytics_jobs
@@ -62,7 +63,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     credentials = Credentials(runtime, key_store(runtime), audit_token_refusal(runtime))
     install_identity_hooks()
     settler = Settler(runtime.sessions)
-    gateway = Gateway(runtime, settler)
+    holds = CreditHolds(
+        runtime.sessions,
+        runtime.cache,
+        runtime.instance_id,
+        block=settings.credit_block,
+        hold_seconds=settings.credit_hold_seconds,
+    )
+    meter = CallMeter(holds, settler)
+    gateway = Gateway(runtime, meter)
     endpoint = McpEndpoint(gateway)
     endpoint.server.extensions.update(identity_extension(settings))
     recorder = Recorder(runtime.sessions, runtime.cache)
@@ -72,24 +81,26 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         DataAccess(
             settings,
             credentials,
-            CallMeter(runtime.sessions, settler, runtime.instance_id),
+            meter,
             gateway.observers.emit,
         )
         if settings.mcp_enabled
         else None
     )
-    components: list[object] = [settler, gateway, endpoint, recorder, keys, credentials]
+    components: list[object] = [settler, holds, meter, gateway, endpoint, recorder, keys]
+    components.append(credentials)
     state = AppState(runtime, *components, *([data] if data is not None else []))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = Scheduler()
         await heartbeat(runtime.cache, runtime.instance_id)
-        await jobs.settle_abandoned_calls(runtime.sessions, runtime.cache)
+        await jobs.recover_abandoned_work(runtime)
         _schedule_jobs(scheduler, runtime)
         try:
             async with gateway.pool, endpoint.server.session_manager.run():
                 settler.start()
+                holds.start()
                 recorder.start()
                 if data is not None:
                     gateway.add_builtin(
@@ -116,6 +127,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         finally:
             await scheduler.stop()
             await settler.stop()
+            await _quietly(holds.stop(), "giving back held credits")
+            await gateway.limiter.close()
             await recorder.stop()
             if data is not None:
                 await data.close()
@@ -172,6 +185,14 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     return app
 
 
+async def _quietly(work: Awaitable[object], what: str) -> None:
+    """Run shutdown work whose failure must not stop the rest of the shutdown."""
+    try:
+        await work
+    except Exception:
+        logger.exception("%s failed during shutdown", what)
+
+
 def _schedule_jobs(scheduler: Scheduler, runtime: Runtime) -> None:
     settings = runtime.settings
     scheduler.every(
@@ -182,7 +203,7 @@ def _schedule_jobs(scheduler: Scheduler, runtime: Runtime) -> None:
     scheduler.every(
         ABANDONED_CALLS_INTERVAL_SECONDS,
         "abandoned-calls",
-        lambda: jobs.settle_abandoned_calls(runtime.sessions, runtime.cache),
+        lambda: jobs.recover_abandoned_work(runtime),
     )
     scheduler.every(
         settings.refill_interval_seconds,

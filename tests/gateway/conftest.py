@@ -34,10 +34,12 @@ from tests.gateway.upstream import (
     started,
 )
 from tests.waiting import eventually, eventually_sync
+from tollgate.accounts.holds import CreditHolds
 from tollgate.accounts.models import CallStatus, McpAccount, ToolCall
 from tollgate.app import create_app
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
+from tollgate.core.state import app_state
 from tollgate.identity.models import Role
 
 SETTLE_DEADLINE_SECONDS = 10.0
@@ -486,8 +488,14 @@ async def tool_names(client: Client) -> set[str]:
     return {t.name for t in (await client.list_tools()).tools}
 
 
+def credits_in_flight(gateway: Gateway, account_id: int) -> int:
+    """Credits this gateway process has reserved for the account's calls in flight (they
+    are in memory only: a call is recorded and charged when it ends)."""
+    return app_state(gateway.app).get(CreditHolds).held(account_id)[1]
+
+
 async def calls_of(runtime: Runtime, account_id: int) -> list[ToolCall]:
-    """The account's call records now, pending or not."""
+    """The account's call records now (a call is recorded when it ends)."""
     async with runtime.sessions() as session:
         query = select(ToolCall).where(ToolCall.account_id == account_id).order_by(ToolCall.id)
         return list((await session.execute(query)).scalars())

@@ -1,8 +1,8 @@
 """Killing the server in the middle of tool calls and starting it again keeps the rule: every
-call whose result a client received is charged exactly once, every call that never answered
-is refunded, and the ledger sums to the balance. No charge without a record, no record
-without its ledger row, nothing pending: the calls the dead process left behind (they never
-answered) are settled at the next start as refunded backend errors."""
+call whose result a client received is recorded and charged exactly once, a call that never
+answered is neither recorded nor charged, and the ledger sums to the balance. The credits the
+dead process held for its calls in flight go back to the balance when the next process finds
+it dead."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp_types as types
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 
 from tests.gateway.conftest import (
     Gateway,
@@ -28,11 +29,12 @@ from tests.gateway.conftest import (
     register_upstream,
     text_of,
     tool_names,
-    wait_settled,
 )
+from tests.gateway.upstream import SLOW_CALLS_RUNNING
 from tests.live import TOLLGATE, free_port, server_env, wait_healthy
 from tests.waiting import eventually
-from tollgate.accounts.models import CallStatus, CreditTransaction, ToolCall
+from tollgate.accounts.holds import DEAD_HOLD_SECONDS
+from tollgate.accounts.models import CallStatus, CreditHold, CreditTransaction, McpAccount, ToolCall
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
 from tollgate.identity.models import Role
@@ -46,7 +48,7 @@ SLOW_SECONDS = 3
 Process = subprocess.Popen[bytes]
 
 IN_FLIGHT_SECONDS = 20.0
-"""Every call is reserved (charged, recorded pending) well within this."""
+"""Every call is reserved and running upstream well within this."""
 
 
 @contextmanager
@@ -122,55 +124,61 @@ async def fast_calls(url: str, key: str, mode: str, answered: list[str]) -> None
             group.start_soon(one, client, number)
 
 
-async def ledger_and_records(runtime: Runtime, account_id: int) -> dict[str, Any]:
-    """What the books say for one account."""
+async def ledger_of(runtime: Runtime, account_id: int) -> tuple[dict[str, int], int]:
+    """The account's ledger: amount by idempotency key, and the sum of every row."""
     async with runtime.sessions() as session:
-        charge_keys = set(
-            (
-                await session.execute(
-                    select(CreditTransaction.idempotency_key).where(
-                        CreditTransaction.account_id == account_id,
-                        CreditTransaction.transaction_type == "tool_call",
-                    )
-                )
-            ).scalars()
-        )
-        refund_keys = set(
-            (
-                await session.execute(
-                    select(CreditTransaction.idempotency_key).where(
-                        CreditTransaction.account_id == account_id,
-                        CreditTransaction.transaction_type == "refund",
-                    )
-                )
-            ).scalars()
-        )
-        total = (
+        rows = (
             await session.execute(
-                select(func.coalesce(func.sum(CreditTransaction.amount), 0)).where(
+                select(CreditTransaction.idempotency_key, CreditTransaction.amount).where(
                     CreditTransaction.account_id == account_id
                 )
             )
+        ).all()
+    return {key: amount for key, amount in rows}, sum(amount for _, amount in rows)
+
+
+async def holds_of(runtime: Runtime, account_id: int) -> tuple[int, dict[str, int]]:
+    """The account's ``credits_held`` and the hold rows behind it, by process."""
+    async with runtime.sessions() as session:
+        held = (
+            await session.execute(
+                select(McpAccount.credits_held).where(McpAccount.id == account_id)
+            )
         ).scalar_one()
-    return {"charges": charge_keys, "refunds": refund_keys, "sum": int(total)}
+        rows = (
+            await session.execute(
+                select(CreditHold.instance_id, CreditHold.amount).where(
+                    CreditHold.account_id == account_id
+                )
+            )
+        ).all()
+    return held, {instance: amount for instance, amount in rows if amount}
 
 
 async def assert_books_agree(runtime: Runtime, account_id: int) -> list[ToolCall]:
-    """No charge without a record, no record without its charge, and the ledger sums to the
-    balance. Returns the records."""
+    """Every record is settled and has one charge (or none, when refunded); no charge lacks
+    its record; the ledger sums to the balance; the holds add up. Returns the records."""
     records = await calls_of(runtime, account_id)
-    books = await ledger_and_records(runtime, account_id)
-    assert books["charges"] == {f"tool_call:{r.request_id}" for r in records}
-    assert books["refunds"] == {
-        f"refund:{r.request_id}"
-        for r in records
-        if r.status != CallStatus.PENDING and not r.credits_charged
+    charges, total = await ledger_of(runtime, account_id)
+    calls = {key: amount for key, amount in charges.items() if key.startswith("tool_call:")}
+    assert calls == {
+        f"tool_call:{r.request_id}": -r.credits_charged for r in records if r.credits_charged
     }
-    assert books["sum"] == await balance(runtime, account_id)
+    assert all(r.status == CallStatus.SETTLED for r in records)
+    assert total == await balance(runtime, account_id)
+    held, rows = await holds_of(runtime, account_id)
+    assert held == sum(rows.values())
     return records
 
 
-async def test_killed_server_leaves_no_charge_without_record_and_settles_at_restart(
+async def age_hold_rows(runtime: Runtime, seconds: float) -> None:
+    """Make every hold row look untouched for ``seconds``, as if the time had passed."""
+    async with runtime.sessions() as session, session.begin():
+        old = datetime.now(UTC) - timedelta(seconds=seconds)
+        await session.execute(update(CreditHold).values(updated_at=old))
+
+
+async def test_killed_server_charges_answered_calls_once_and_its_held_credits_come_back(
     settings: Settings, upstream: Upstream, tmp_path: Path
 ) -> None:
     runtime = Runtime.build(settings)
@@ -183,7 +191,6 @@ async def test_killed_server_leaves_no_charge_without_record_and_settles_at_rest
             async with mcp_client_at(f"{url}/mcp", member.key) as client:
                 for text in ("a", "b", "c"):
                     assert text_of(await client.call_tool("echo__echo", {"text": text})) == text
-            await wait_settled(runtime, member.account_id)
 
             outcomes: list[Any] = []
             async with anyio.create_task_group() as group:
@@ -191,14 +198,9 @@ async def test_killed_server_leaves_no_charge_without_record_and_settles_at_rest
                     group.start_soon(slow_calls, url, member.key, mode, outcomes)
 
                 async def all_in_flight() -> bool:
-                    pending = [
-                        r
-                        for r in await calls_of(runtime, member.account_id)
-                        if r.status == CallStatus.PENDING
-                    ]
-                    return len(pending) == 2 * CALLS_PER_ERA
+                    return SLOW_CALLS_RUNNING.get("echo", 0) == 2 * CALLS_PER_ERA
 
-                await eventually(all_in_flight, "every slow call is charged", IN_FLIGHT_SECONDS)
+                await eventually(all_in_flight, "every slow call runs upstream", IN_FLIGHT_SECONDS)
                 answered: list[str] = []
                 async with anyio.create_task_group() as fast:
                     for mode in ("legacy", "2026-07-28"):
@@ -212,22 +214,23 @@ async def test_killed_server_leaves_no_charge_without_record_and_settles_at_rest
         assert len(answered) == 2 * FAST_CALLS_PER_ERA
         answered_calls = 3 + len(answered)
         before = await assert_books_agree(runtime, member.account_id)
-        # What a client received was settled before it was sent: the dead process left
-        # only the calls that never answered pending.
-        echoed = [r for r in before if r.tool_name == "echo__echo"]
-        assert [(r.status, r.success, r.credits_charged) for r in echoed] == [
-            (CallStatus.SETTLED, True, 1)
+        # What a client received was recorded and charged before it was sent; what never
+        # answered left no record and no charge, only credits still held by the dead process.
+        assert [(r.tool_name, r.success, r.credits_charged) for r in before] == [
+            ("echo__echo", True, 1)
         ] * answered_calls
-        pending = [r for r in before if r.status == CallStatus.PENDING]
-        assert {r.tool_name for r in pending} == {"echo__slow"}
-        assert len(pending) == 2 * CALLS_PER_ERA
-        assert await balance(runtime, member.account_id) == 100 - answered_calls - 2 * CALLS_PER_ERA
-        # The dead process's heartbeat would lapse within a TTL; let it lapse now.
-        for instance_id in {r.instance_id for r in pending}:
-            await runtime.cache.delete(f"instance:{instance_id}")
+        assert await balance(runtime, member.account_id) == 100 - answered_calls
+        held, rows = await holds_of(runtime, member.account_id)
+        assert held >= 2 * CALLS_PER_ERA
+        [dead_instance] = rows
+        # The dead process's heartbeat would lapse within a TTL and its hold rows go stale
+        # within DEAD_HOLD_SECONDS; let both happen now.
+        await runtime.cache.delete(f"instance:{dead_instance}")
+        await age_hold_rows(runtime, 2 * DEAD_HOLD_SECONDS)
 
         async with started(settings, tmp_path / "second.log") as (url, _):
             after = await assert_books_agree(runtime, member.account_id)
+            released = await holds_of(runtime, member.account_id)
             async with mcp_client_at(f"{url}/mcp", member.key, "2026-07-28") as client:
 
                 async def reconnected() -> bool:  # the new process connects to its upstreams
@@ -235,23 +238,13 @@ async def test_killed_server_leaves_no_charge_without_record_and_settles_at_rest
 
                 await eventually(reconnected, "the restarted server offers the tools again")
                 result = await client.call_tool("echo__echo", {"text": "again"})
-            final = await wait_settled(runtime, member.account_id)
+            final = await assert_books_agree(runtime, member.account_id)
 
         assert text_of(result) == "again"
-        assert [r for r in after if r.status == CallStatus.PENDING] == []
-        abandoned = {r.request_id: r for r in after if r.error_code == "abandoned"}
-        assert set(abandoned) == {r.request_id for r in pending}
-        for record in abandoned.values():
-            assert (record.success, record.is_backend_error, record.credits_charged) == (
-                False,
-                True,
-                0,
-            )
-        charged = [r for r in after if r.credits_charged]
-        assert {r.request_id for r in charged} == {r.request_id for r in echoed}
-        assert all(r.status == CallStatus.SETTLED and r.success for r in charged)
-        assert len(final) == answered_calls + 2 * CALLS_PER_ERA + 1
-        await assert_books_agree(runtime, member.account_id)
+        assert len(after) == answered_calls
+        assert released == (0, {})
+        assert len(final) == answered_calls + 1
         assert await balance(runtime, member.account_id) == 100 - answered_calls - 1
+        assert (await holds_of(runtime, member.account_id))[0] == 0  # given back at shutdown
     finally:
         await runtime.close()

@@ -4,6 +4,8 @@ without a charge, and prices and tool lists decide what is offered and billed.""
 
 from __future__ import annotations
 
+import time
+
 import mcp_types as types
 import pytest
 from mcp import MCPError
@@ -26,6 +28,7 @@ from tests.gateway.conftest import (
 )
 from tollgate.accounts.models import CreditTransaction
 from tollgate.core.runtime import Runtime
+from tollgate.gateway.hub import OVERHEAD_META_KEY
 from tollgate.identity.models import Role
 
 
@@ -87,8 +90,8 @@ async def test_upstream_timeout_is_a_refunded_backend_error(
     assert (echo.success, echo.credits_charged) == (True, 2)
     assert await balance(gateway.runtime, user.account_id) == 8
     keys = await ledger_keys(gateway.runtime, user.account_id)
-    assert {f"tool_call:{slow.request_id}", f"refund:{slow.request_id}"} <= set(keys)
-    assert f"refund:{echo.request_id}" not in keys
+    assert f"tool_call:{echo.request_id}" in keys
+    assert not [key for key in keys if slow.request_id in key], "a refunded call moves no credits"
 
 
 @pytest.mark.parametrize("mode", ERAS)
@@ -212,3 +215,23 @@ async def test_unknown_tool_is_an_invalid_params_error_and_costs_nothing(
     assert "echo__nope" in errors[0].message
     assert await calls_of(gateway.runtime, user.account_id) == []
     assert await balance(gateway.runtime, user.account_id) == 5
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_result_reports_tollgates_own_time_without_the_upstreams(
+    upstream: Upstream, gateway: Gateway, mode: str
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url, price=1)
+    user = await quick_member(gateway, credits=10)
+    upstream_seconds = 0.3
+
+    async with connect(gateway, user.key, mode) as client:
+        began = time.perf_counter()
+        slow = await client.call_tool("echo__slow", {"seconds": upstream_seconds})
+        seen_ms = (time.perf_counter() - began) * 1000
+
+    assert slow.meta is not None
+    overhead_ms = slow.meta[OVERHEAD_META_KEY]
+    assert isinstance(overhead_ms, float)
+    assert 0 < overhead_ms < seen_ms - upstream_seconds * 1000

@@ -1,4 +1,5 @@
-"""The per-key rate limit: past the limit a call is a tool error that costs nothing."""
+"""The per-key rate limit: past the limit a call is a tool error that costs nothing and says
+when to retry."""
 
 from __future__ import annotations
 
@@ -55,7 +56,11 @@ async def test_call_past_the_rate_limit_is_a_tool_error_without_a_charge(
     limited = results[-1]
     assert limited.meta is not None
     assert limited.meta["tollgate"]["code"] == "rate_limited"
+    assert limited.meta["tollgate"]["limit_per_minute"] == LIMIT
+    retry_after = limited.meta["tollgate"]["retry_after_seconds"]
+    assert 1 <= retry_after <= RATE_WINDOW_SECONDS
     assert "Rate limit" in text_of(limited)
+    assert f"retry in {retry_after} s" in text_of(limited)
     calls = await wait_settled(gateway.runtime, user.account_id)
     assert [c.success for c in calls] == [True] * LIMIT
     assert await balance(gateway.runtime, user.account_id) == 10 - LIMIT

@@ -31,6 +31,10 @@ ALLOW_LOCAL = TransportSecuritySettings(
 )
 
 
+SLOW_CALLS_RUNNING: dict[str, int] = {}
+"""How many ``slow`` calls each in-process test upstream (by name) is running now."""
+
+
 def make_server(name: str = "upstream", extra_tools: int = 0) -> MCPServer:
     """The test upstream (with ``extra_tools`` more numbered tools, for listing benchmarks)."""
     server = MCPServer(name, version="1.0.0", log_level="WARNING")
@@ -52,7 +56,11 @@ def make_server(name: str = "upstream", extra_tools: int = 0) -> MCPServer:
     @server.tool()
     async def slow(seconds: float) -> str:
         """Sleep, then answer."""
-        await anyio.sleep(seconds)
+        SLOW_CALLS_RUNNING[name] = SLOW_CALLS_RUNNING.get(name, 0) + 1
+        try:
+            await anyio.sleep(seconds)
+        finally:
+            SLOW_CALLS_RUNNING[name] -= 1
         return f"slept {seconds}"
 
     @server.tool()

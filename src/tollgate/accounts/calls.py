@@ -1,22 +1,26 @@
-"""Tool-call records: reserved with their charge, settled with their outcome.
+"""Tool-call records and their outcomes.
 
-The gateway reserves a call (charge + pending record, one short transaction) before calling
-the upstream, and settles it afterwards, before the answer is sent. A backend failure is
-refunded; a tool's own error is not; a call the client cancelled is refunded and recorded as
-``cancelled``. A call left pending by a crash never answered: it is settled at the next start
-as a refunded backend error.
+The gateway reserves a call's credits in memory (:mod:`tollgate.accounts.holds`) and, once it
+ended, the settler writes its record and, unless it is refunded, its charge, in one group
+commit before the answer is sent. A backend failure is refunded (never charged); a tool's own
+error is not; a call the client cancelled is refunded and recorded as ``cancelled``.
+
+Records written pending with a separate charge come from earlier versions (and from
+:func:`reserve_call`, kept for them): a call left pending by a crash never answered, and is
+settled at the next start as a refunded backend error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections import defaultdict
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollgate.accounts import credits
-from tollgate.accounts.models import CallStatus, ToolCall
+from tollgate.accounts.models import CallStatus, CreditTransaction, ToolCall
 from tollgate.core.database import utcnow
 
 ABANDONED_ERROR_CODE = "abandoned"
@@ -24,6 +28,24 @@ ABANDONED_ERROR_CODE = "abandoned"
 
 CANCELLED_ERROR_CODE = "cancelled"
 """Error code of calls the client cancelled before their answer."""
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One ended call as the settler writes it: who made it, what it cost, how it went."""
+
+    request_id: str
+    account_id: int
+    tool_name: str
+    upstream: str | None
+    cost: int
+    instance_id: str
+    outcome: CallOutcome
+
+    @property
+    def charged(self) -> int:
+        """The credits the call is charged: its cost, or nothing when refunded."""
+        return 0 if self.outcome.refunded else self.cost
 
 
 @dataclass(frozen=True)
@@ -41,6 +63,44 @@ class CallOutcome:
     def refunded(self) -> bool:
         """A backend failure, or a call cancelled before its answer, costs nothing."""
         return self.is_backend_error or self.cancelled
+
+
+def _row(record: CallRecord) -> dict[str, object]:
+    outcome = record.outcome
+    return {
+        "request_id": record.request_id,
+        "account_id": record.account_id,
+        "upstream": record.upstream,
+        "tool_name": record.tool_name,
+        "credits_cost": record.cost,
+        "credits_charged": record.charged,
+        "status": CallStatus.CANCELLED if outcome.cancelled else CallStatus.SETTLED,
+        "instance_id": record.instance_id,
+        "success": outcome.success,
+        "is_backend_error": outcome.is_backend_error,
+        "error_code": outcome.error_code,
+        "latency_ms": outcome.latency_ms,
+    }
+
+
+async def record_calls(session: AsyncSession, records: Sequence[CallRecord]) -> None:
+    """Write ended calls and their charges, taken from the balance and from the credits
+    their process held for them, in the caller's transaction (a few statements per batch,
+    whatever its size)."""
+    await session.execute(insert(ToolCall).values(settled_at=utcnow()), [_row(r) for r in records])
+    by_account: dict[int, list[CallRecord]] = defaultdict(list)
+    for record in records:
+        by_account[record.account_id].append(record)
+    charges = []
+    for account_id, ended in by_account.items():
+        charges += await credits.charge_held(
+            session,
+            account_id,
+            ended[0].instance_id,
+            [credits.HeldCharge(r.request_id, r.tool_name, r.charged) for r in ended],
+        )
+    if charges:
+        await session.execute(insert(CreditTransaction), charges)
 
 
 async def reserve_call(

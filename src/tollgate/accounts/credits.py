@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollgate.accounts.models import CreditTransaction, McpAccount, TransactionType
+from tollgate.accounts.models import CreditHold, CreditTransaction, McpAccount, TransactionType
 from tollgate.core.database import utc_month, utcnow
 from tollgate.core.errors import Conflict, Forbidden, InsufficientCredits, NotFound
 
@@ -83,7 +83,9 @@ async def _apply(
     ``counters`` are account columns incremented with the move (and undone with it).
     """
     counters = counters or {}
-    conditions = [McpAccount.id == account_id, McpAccount.credits_balance + amount >= 0]
+    # Credits held by a process for calls it reserves in memory are not free to take.
+    available = McpAccount.credits_balance - McpAccount.credits_held
+    conditions = [McpAccount.id == account_id, available + amount >= 0]
     if require_active:
         conditions.append(McpAccount.is_active.is_(True))
     moved = await session.execute(
@@ -138,17 +140,27 @@ def _moves(amount: int, counters: dict[str, int], *, sign: int) -> dict[str, Col
 
 
 async def _refusal(session: AsyncSession, account_id: int, amount: int) -> Exception:
-    query = select(McpAccount.is_active, McpAccount.credits_balance).where(
-        McpAccount.id == account_id
-    )
+    query = select(
+        McpAccount.is_active, McpAccount.credits_balance - McpAccount.credits_held
+    ).where(McpAccount.id == account_id)
     row = (await session.execute(query)).first()
     if row is None:
         return NotFound("MCP account not found", code="account_not_found")
-    if not row.is_active:
-        return Forbidden("This MCP account is disabled", code="account_inactive")
+    if not row[0]:
+        return account_inactive()
+    return not_enough_credits(-amount, row[1])
+
+
+def account_inactive() -> Forbidden:
+    """The refusal of a call on a disabled account."""
+    return Forbidden("This MCP account is disabled", code="account_inactive")
+
+
+def not_enough_credits(needed: int, available: int) -> InsufficientCredits:
+    """The refusal of a call the account cannot pay for."""
     return InsufficientCredits(
-        f"Not enough credits: {-amount} needed, {row.credits_balance} available",
-        extra={"credits_needed": -amount, "credits_balance": row.credits_balance},
+        f"Not enough credits: {needed} needed, {available} available",
+        extra={"credits_needed": needed, "credits_balance": available},
     )
 
 
@@ -175,6 +187,72 @@ async def charge(
         description=f"Tool call {tool_name}",
         require_active=True,
     )
+
+
+@dataclass(frozen=True)
+class HeldCharge:
+    """One ended call's charge (0 when refunded), reserved from a process's hold."""
+
+    request_id: str
+    tool_name: str
+    amount: int
+
+
+async def charge_held(
+    session: AsyncSession, account_id: int, instance_id: str, ended: Sequence[HeldCharge]
+) -> list[dict[str, object]]:
+    """Take ended calls' charges out of the account's balance and the process's hold, and
+    count the calls; returns their ledger rows (for one multi-row insert by the caller).
+
+    The account row stays locked until the transaction ends, so the rows' balances follow
+    one another exactly.
+    """
+    total = sum(charge.amount for charge in ended)
+    columns = McpAccount.__table__.c
+    balance = (
+        await session.execute(
+            update(McpAccount)
+            .where(McpAccount.id == account_id)
+            .values(
+                credits_balance=columns.credits_balance - total,
+                credits_held=columns.credits_held - total,
+                total_tool_calls=columns.total_tool_calls + len(ended),
+                total_credits_used=columns.total_credits_used + total,
+            )
+            .returning(McpAccount.credits_balance)
+        )
+    ).scalar_one()
+    if total:
+        await session.execute(
+            update(CreditHold)
+            .where(CreditHold.instance_id == instance_id, CreditHold.account_id == account_id)
+            .values(amount=CreditHold.amount - total)
+        )
+    return _ledger_rows(account_id, balance + total, ended)
+
+
+def _ledger_rows(
+    account_id: int, balance: int, ended: Sequence[HeldCharge]
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for charge in ended:
+        if not charge.amount:
+            continue
+        rows.append(
+            {
+                "account_id": account_id,
+                "transaction_type": TransactionType.TOOL_CALL.value,
+                "amount": -charge.amount,
+                "balance_before": balance,
+                "balance_after": balance - charge.amount,
+                "idempotency_key": charge_key(charge.request_id),
+                "reference_type": "tool_call",
+                "reference_id": charge.request_id,
+                "description": f"Tool call {charge.tool_name}",
+            }
+        )
+        balance -= charge.amount
+    return rows
 
 
 async def refund(

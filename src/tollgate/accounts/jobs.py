@@ -1,4 +1,5 @@
-"""Account jobs: the monthly refill and the settlement of calls a crash left pending."""
+"""Account jobs: the monthly refill, and the recovery of what a crashed process left: its
+credit holds, and pending calls recorded by earlier versions."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tollgate.accounts import calls, credits
+from tollgate.accounts.holds import release_dead_holds
 from tollgate.core.cache import Cache
 from tollgate.core.database import transaction
 from tollgate.core.instances import is_alive
+from tollgate.core.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +56,9 @@ async def settle_abandoned_calls(
     if settled:
         logger.warning("settled %d tool calls left pending by a previous process", settled)
     return settled
+
+
+async def recover_abandoned_work(runtime: Runtime) -> None:
+    """Give back the credits dead processes held, and settle the calls they left pending."""
+    await release_dead_holds(runtime.sessions, runtime.cache, runtime.instance_id)
+    await settle_abandoned_calls(runtime.sessions, runtime.cache)

@@ -1,53 +1,59 @@
-"""Charging calls made outside the gateway's tool path (the data WebSocket's reads) through
-the same credit path: a reservation in a short transaction, the outcome through the settler."""
+"""The one credit path of every metered call (the gateway's tool calls and the data
+WebSocket's reads): credits reserved in memory from the process's holds, the ended call
+recorded and charged by the settler before its answer is released."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from dataclasses import dataclass
 
-from tollgate.accounts import calls
+from tollgate.accounts.calls import CallOutcome, CallRecord
+from tollgate.accounts.holds import CreditHolds
 from tollgate.accounts.settlement import Settler
-from tollgate.core.database import transaction
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A call whose credits are reserved: what the settler needs to record it."""
+
+    request_id: str
+    account_id: int
+    tool_name: str
+    upstream: str | None
+    cost: int
 
 
 class CallMeter:
-    """Reserves and settles calls for one process (``instance_id`` names it for recovery)."""
+    """Reserves and settles calls for one process (``instance_id`` names its holds)."""
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], settler: Settler, instance_id: str
-    ) -> None:
-        self.sessions = sessions
+    def __init__(self, holds: CreditHolds, settler: Settler) -> None:
+        self.holds = holds
         self.settler = settler
-        self.instance_id = instance_id
+        self._open: dict[str, Reservation] = {}
 
     async def reserve(
-        self, account_id: int, *, request_id: str, tool_name: str, upstream: str, cost: int
-    ) -> None:
-        """Charge the call and record it pending, committed; the credit path's error when the
-        account cannot pay."""
-        async with transaction(self.sessions) as session:
-            await calls.reserve_call(
-                session,
-                account_id,
-                request_id=request_id,
-                tool_name=tool_name,
-                upstream=upstream,
-                cost=cost,
-                instance_id=self.instance_id,
-            )
+        self, account_id: int, *, request_id: str, tool_name: str, upstream: str | None, cost: int
+    ) -> Reservation:
+        """Reserve the call's credits; the credit path's error when the account cannot pay
+        (InsufficientCredits, Forbidden for a disabled account, NotFound)."""
+        await self.holds.take(account_id, cost)
+        reservation = Reservation(request_id, account_id, tool_name, upstream, cost)
+        self._open[request_id] = reservation
+        return reservation
 
     async def settle(
         self,
         request_id: str,
         *,
         success: bool,
-        is_backend_error: bool,
-        error_code: str | None,
-        latency_ms: float,
-        cancelled: bool,
+        is_backend_error: bool = False,
+        error_code: str | None = None,
+        latency_ms: float | None = None,
+        cancelled: bool = False,
     ) -> bool:
-        """Commit the call's outcome through the settler; True once it is durable."""
-        outcome = calls.CallOutcome(
+        """Record the reserved call's outcome and charge it unless refunded (a backend
+        failure, or cancelled); True once durable. Nothing is charged when it is not."""
+        reservation = self._open.pop(request_id)
+        outcome = CallOutcome(
             request_id=request_id,
             success=success,
             is_backend_error=is_backend_error,
@@ -55,4 +61,17 @@ class CallMeter:
             latency_ms=latency_ms,
             cancelled=cancelled,
         )
-        return await self.settler.settle(outcome)
+        record = CallRecord(
+            request_id=request_id,
+            account_id=reservation.account_id,
+            tool_name=reservation.tool_name,
+            upstream=reservation.upstream,
+            cost=reservation.cost,
+            instance_id=self.holds.instance_id,
+            outcome=outcome,
+        )
+        durable = await self.settler.settle(record)
+        self.holds.settled(
+            reservation.account_id, reservation.cost, charged=durable and record.charged > 0
+        )
+        return durable

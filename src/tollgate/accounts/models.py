@@ -48,6 +48,10 @@ class McpAccount(Base):
     __table_args__ = (
         CheckConstraint("credits_balance >= 0", name="credits_balance_not_negative"),
         CheckConstraint("credits_monthly_allocation >= 0", name="allocation_not_negative"),
+        CheckConstraint(
+            "credits_held >= 0 AND credits_held <= credits_balance",
+            name="credits_held_within_balance",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -57,6 +61,9 @@ class McpAccount(Base):
     mcp_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     mcp_key_prefix: Mapped[str] = mapped_column(String(12))
     credits_balance: Mapped[int] = mapped_column(Integer, default=0)
+    credits_held: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Part of the balance that processes drew to reserve calls in memory (``credit_holds``):
+    spendable only by them, still the account's until a call is charged."""
     credits_tier: Mapped[str] = mapped_column(String(32), default="free")
     credits_monthly_allocation: Mapped[int] = mapped_column(Integer, default=0)
     credits_last_refill: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -128,6 +135,23 @@ class ToolCall(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CreditHold(Base):
+    """Credits one process drew from an account's balance to reserve calls without a
+    database round trip; released when idle, at shutdown, or after the process died."""
+
+    __tablename__ = "credit_holds"
+    __table_args__ = (CheckConstraint("amount >= 0", name="amount_not_negative"),)
+
+    instance_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("mcp_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    amount: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=utcnow(), onupdate=utcnow()
+    )
 
 
 class StripeEvent(Base):

@@ -1,13 +1,14 @@
 """Settles tool calls durably before their answers are released, in group commits.
 
 The rule (see README, "Crash recovery and credits"): every call whose result a client
-received is charged exactly once; every call that never answered is refunded; the ledger
-sums to the balance. So a call's outcome is committed *before* its answer leaves the
-process: :meth:`Settler.settle` returns once the outcome is in the database. Outcomes are
-written by one background task in group commits: whatever queued while the previous batch
-was being written goes into the next transaction, so concurrent calls share commits and a
-lone call waits for one. A call still pending after a crash therefore never answered, and
-recovery refunds it.
+received is charged exactly once; every call that never answered is never charged; the
+ledger sums to the balance. So a call's record and charge are committed *before* its answer
+leaves the process: :meth:`Settler.settle` returns once they are in the database. Records are
+written by one background task in group commits (a few multi-row statements per batch):
+whatever queued while the previous batch was being written goes into the next transaction,
+so concurrent calls share commits and a lone call waits for one. A call in flight when its
+process dies has no record and no charge; the credits its process held come back once the
+process is found dead.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tollgate.accounts.calls import CallOutcome, settle_call
+from tollgate.accounts.calls import CallRecord, record_calls
 from tollgate.core.batching import BatchWriter
 from tollgate.core.database import transaction
 
@@ -33,7 +34,7 @@ batch is what queued while the previous one was written (a group commit)."""
 RETRY_DELAYS_SECONDS = (0.1, 0.5, 2.0)
 """A failed batch is retried after these pauses; then its calls stay pending for recovery."""
 
-Queued = tuple[CallOutcome, "asyncio.Future[bool]"]
+Queued = tuple[CallRecord, "asyncio.Future[bool]"]
 
 
 class Settler:
@@ -48,36 +49,34 @@ class Settler:
         self.flush = self._writer.flush
         self.stop = self._writer.stop
 
-    async def settle(self, outcome: CallOutcome) -> bool:
-        """Write ``outcome``; returns once it is committed (True), or given up on (False:
-        the database refused it after retries, and the call stays pending for recovery).
+    async def settle(self, record: CallRecord) -> bool:
+        """Write ``record``; returns once it is committed (True), or given up on (False:
+        the database refused it after retries; the call is then neither recorded nor charged).
 
         Cancelling the caller does not withdraw the outcome: it is written all the same.
         """
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._writer.submit((outcome, done))
+        self._writer.submit((record, done))
         return await asyncio.shield(done)
 
     async def _write(self, batch: list[Queued]) -> None:
-        durable = await self._commit([outcome for outcome, _ in batch])
+        durable = await self._commit([record for record, _ in batch])
         for _, done in batch:
             if not done.done():
                 done.set_result(durable)
 
-    async def _commit(self, outcomes: list[CallOutcome]) -> bool:
+    async def _commit(self, records: list[CallRecord]) -> bool:
         for delay in (*RETRY_DELAYS_SECONDS, None):
             try:
                 async with transaction(self._sessions) as session:
-                    for outcome in outcomes:
-                        await settle_call(session, outcome)
+                    await record_calls(session, records)
                 return True
             except Exception:
                 if delay is None:
                     logger.exception(
-                        "could not settle %d calls; they stay pending until recovered",
-                        len(outcomes),
+                        "could not record %d calls; they are not charged", len(records)
                     )
                     return False
-                logger.warning("settling %d calls failed; retrying in %ss", len(outcomes), delay)
+                logger.warning("recording %d calls failed; retrying in %ss", len(records), delay)
                 await asyncio.sleep(delay)
         return False

@@ -232,10 +232,29 @@ class Settings(BaseSettings):
         description="How often the server marks leases past their expiry as expired.",
     )
     key_rate_limit_per_minute: int = Field(
-        default=600,
+        default=1200,
         ge=1,
         validation_alias="TOLLGATE_KEY_RATE_LIMIT_PER_MINUTE",
-        description="Tool calls per minute one account key may make through `/mcp`.",
+        description="Tool calls per minute one account key may make through `/mcp` (counted "
+        "in one-minute windows shared by every process). The default leaves an interactive "
+        "agent, which makes a few calls a second with bursts of parallel calls, far from the "
+        "limit; a call past it is a tool error `rate_limited` with `retry_after_seconds`.",
+    )
+    credit_block: int = Field(
+        default=100,
+        ge=1,
+        validation_alias="TOLLGATE_CREDIT_BLOCK",
+        description="Credits a process draws at once from an account's balance to reserve "
+        "calls in memory (while the account has four blocks or more; near the end of a "
+        "balance it draws one call's cost at a time).",
+    )
+    credit_hold_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="TOLLGATE_CREDIT_HOLD_SECONDS",
+        description="How long drawn credits serve calls before the account is checked again "
+        "(a change made directly in the database, such as disabling an account, takes effect "
+        "within this time); credits unused this long go back to the balance.",
     )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES,

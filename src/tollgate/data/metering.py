@@ -16,9 +16,9 @@ class Meter(Protocol):
     """Charges reads like tool calls: reserved before the read, settled before the reply."""
 
     async def reserve(
-        self, account_id: int, *, request_id: str, tool_name: str, upstream: str, cost: int
-    ) -> None:
-        """Charge the read and record it pending, committed; raise the credit path's error
+        self, account_id: int, *, request_id: str, tool_name: str, upstream: str | None, cost: int
+    ) -> object:
+        """Reserve the read's credits; raise the credit path's error
         (``insufficient_credits``, ``account_inactive``, ...) when the account cannot pay."""
         ...
 
@@ -32,6 +32,6 @@ class Meter(Protocol):
         latency_ms: float,
         cancelled: bool,
     ) -> bool:
-        """Commit the read's outcome (refunding a server-side failure or a cancelled read);
-        True once it is durable, False when it was given up on (left for recovery)."""
+        """Record the read and charge it (not a server-side failure or a cancelled read);
+        True once durable, False when it was given up on (then nothing is charged)."""
         ...

@@ -1,9 +1,11 @@
 """The gateway at run time: upstream sessions, the catalogue, and the metered call path.
 
-``tools/call``: rate limit per key -> reserve the credits and record the pending call (one
-short transaction) -> call the upstream over a pooled session -> settle the outcome (a group
-commit shared with concurrent calls) before the answer is released -> tell the observers.
-A call the client cancels is settled at once as refunded and ``cancelled``.
+``tools/call``: rate limit per key (counted in memory) -> reserve the credits from the
+process's hold (in memory) -> call the upstream over a pooled session -> record and charge
+the call (a group commit shared with concurrent calls) before the answer is released -> tell
+the observers. A call the client cancels is recorded at once as refunded and ``cancelled``.
+Each result carries ``_meta["tollgate/overhead_ms"]``: the time Tollgate spent on the call
+outside the upstream.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from mcp_types import SERVER_INFO_META_KEY
 
 from tollgate import __version__
 from tollgate.accounts import calls
-from tollgate.accounts.settlement import Settler
+from tollgate.accounts.meter import CallMeter
 from tollgate.broker import leases
 from tollgate.core.database import transaction
 from tollgate.core.errors import Forbidden, InsufficientCredits, NotFound
 from tollgate.core.events import Observers, ToolCallEvent
-from tollgate.core.ratelimit import allow
+from tollgate.core.ratelimit import RateLimiter
 from tollgate.core.runtime import Runtime
 from tollgate.gateway import naming, service
 from tollgate.gateway.addresses import gateway_id
@@ -47,6 +49,9 @@ RATE_WINDOW_SECONDS = 60
 
 SERVER_INFO = {"name": "tollgate", "version": __version__}
 
+OVERHEAD_META_KEY = "tollgate/overhead_ms"
+"""Result ``_meta`` field with Tollgate's own time on the call (upstream time excluded)."""
+
 Notifier = Callable[[str], Awaitable[None]]
 
 
@@ -61,6 +66,8 @@ class ToolCall:
     request_id: str
     protocol_version: str | None
     session_id: str | None
+    started: float
+    """``time.perf_counter()`` when the gateway took the call."""
 
 
 class MissingCredential(Exception):
@@ -107,9 +114,10 @@ def render_header(template: str, credentials: dict[str, Any]) -> tuple[str, str]
 class Gateway:
     """Everything ``/mcp`` needs in one process."""
 
-    def __init__(self, runtime: Runtime, settler: Settler) -> None:
+    def __init__(self, runtime: Runtime, meter: CallMeter) -> None:
         self.runtime = runtime
-        self.settler = settler
+        self.meter = meter
+        self.limiter = RateLimiter(runtime.cache)
         self.upstreams = Upstreams()
         self.catalogue = Catalogue(self.upstreams)
         self.pool = ConnectionPool(
@@ -245,20 +253,13 @@ class Gateway:
         session_id: str | None = None,
     ) -> types.CallToolResult:
         """Route, meter and forward one tool call."""
+        started = time.perf_counter()
         entry = self.catalogue.tool(name)
         if entry is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {name}")
-        settings = self.runtime.settings
-        if not await allow(
-            self.runtime.cache,
-            f"mcp:{caller.account_id}",
-            settings.key_rate_limit_per_minute,
-            RATE_WINDOW_SECONDS,
-        ):
-            return tool_error(
-                f"Rate limit exceeded: at most {settings.key_rate_limit_per_minute} calls a minute",
-                code="rate_limited",
-            )
+        limited = self._rate_limited(caller)
+        if limited is not None:
+            return limited
         try:
             connection = await self._connection_for(entry, caller)
         except MissingCredential as missing:
@@ -272,24 +273,35 @@ class Gateway:
         if refusal is not None:
             return refusal
         call = ToolCall(
-            caller, entry, name, arguments or {}, request_id, protocol_version, session_id
+            caller, entry, name, arguments or {}, request_id, protocol_version, session_id, started
         )
         return await self._forward(call, connection)
+
+    def _rate_limited(self, caller: AccountKeyCaller) -> types.CallToolResult | None:
+        """The refusal of a call past the key's limit, saying when to retry; None if allowed."""
+        limit = self.runtime.settings.key_rate_limit_per_minute
+        retry_after = self.limiter.hit(f"mcp:{caller.account_id}", limit, RATE_WINDOW_SECONDS)
+        if retry_after is None:
+            return None
+        return tool_error(
+            f"Rate limit exceeded: at most {limit} calls a minute with this key; "
+            f"retry in {retry_after} s",
+            code="rate_limited",
+            retry_after_seconds=retry_after,
+            limit_per_minute=limit,
+        )
 
     async def _reserve(
         self, caller: AccountKeyCaller, entry: ToolEntry, name: str, request_id: str
     ) -> types.CallToolResult | None:
         try:
-            async with transaction(self.runtime.sessions) as session:
-                await calls.reserve_call(
-                    session,
-                    caller.account_id,
-                    request_id=request_id,
-                    tool_name=name,
-                    upstream=entry.upstream,
-                    cost=entry.price,
-                    instance_id=self.runtime.instance_id,
-                )
+            await self.meter.reserve(
+                caller.account_id,
+                request_id=request_id,
+                tool_name=name,
+                upstream=entry.upstream,
+                cost=entry.price,
+            )
         except InsufficientCredits as refused:
             return tool_error(refused.message, code=refused.code, **refused.extra)
         except (Forbidden, NotFound) as refused:
@@ -304,19 +316,22 @@ class Gateway:
             result, error_code = await self._call_upstream(call, connection)
         except anyio.get_cancelled_exc_class():
             # The client cancelled (or went away): it never gets an answer, so the call is
-            # refunded now rather than left pending until a restart.
+            # recorded as refunded now.
             with anyio.CancelScope(shield=True):
                 await self._settle(call, started, calls.CANCELLED_ERROR_CODE, cancelled=True)
             raise
+        upstream_seconds = time.perf_counter() - started
         with anyio.CancelScope(shield=True):  # the outcome is durable before the answer
             await self._settle(call, started, error_code)
+        overhead = time.perf_counter() - call.started - upstream_seconds
+        result.meta = {**(result.meta or {}), OVERHEAD_META_KEY: round(overhead * 1000, 3)}
         return result
 
     async def _settle(
         self, call: ToolCall, started: float, error_code: str | None, *, cancelled: bool = False
     ) -> None:
-        """Commit the call's outcome (it must be durable before the answer is released),
-        then tell the observers."""
+        """Record and charge the call (durable before the answer is released), then tell
+        the observers."""
         latency_ms = (time.perf_counter() - started) * 1000
         backend = error_code is not None and error_code != "tool_error" and not cancelled
         success = error_code is None
@@ -328,8 +343,15 @@ class Gateway:
             latency_ms=round(latency_ms, 3),
             cancelled=cancelled,
         )
-        if not await self.settler.settle(outcome):
-            logger.error("call %s answered with its outcome not recorded", call.request_id)
+        if not await self.meter.settle(
+            call.request_id,
+            success=success,
+            is_backend_error=backend,
+            error_code=error_code,
+            latency_ms=outcome.latency_ms,
+            cancelled=cancelled,
+        ):
+            logger.error("call %s answered without its record (not charged)", call.request_id)
         self.observers.emit(
             ToolCallEvent(
                 request_id=call.request_id,
