@@ -6,6 +6,7 @@ Resolving a key (through the cache, honouring revocations from every process) is
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -29,6 +30,9 @@ KEY_RANDOM_CHARS = 32
 
 CONNECTED_TOUCH_SECONDS = 60
 """``last_connected_at`` is written at most this often per account, not on every call."""
+
+TOUCHED_MEMORY_LIMIT = 10_000
+"""Past this many remembered accounts, the ones not seen within a minute are forgotten."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class KeyStore(AccountKeys):
     ) -> None:
         super().__init__(cache, ttl)
         self.sessions = sessions
+        self._touched_at: dict[int, float] = {}
 
     async def lookup(self, key_hash: str) -> AccountKeyCaller | None:
         """The active account of an active user whose key hashes to ``key_hash``."""
@@ -71,7 +76,17 @@ class KeyStore(AccountKeys):
         return AccountKeyCaller(row.id, row.user_id, row.user_email) if row else None
 
     async def touch(self, account_id: int) -> None:
-        """Record that the account connected, at most once a minute."""
+        """Record that the account connected, at most once a minute (across processes)."""
+        now = time.monotonic()
+        # Remembered here first, so most calls cost no cache round trip at all.
+        if (
+            now - self._touched_at.get(account_id, -CONNECTED_TOUCH_SECONDS)
+            < CONNECTED_TOUCH_SECONDS
+        ):
+            return
+        self._touched_at[account_id] = now
+        if len(self._touched_at) > TOUCHED_MEMORY_LIMIT:
+            self._forget_old_touches(now)
         if not await self.cache.add(f"connected:{account_id}", "1", CONNECTED_TOUCH_SECONDS):
             return
         async with self.sessions() as session:
@@ -81,6 +96,10 @@ class KeyStore(AccountKeys):
                 .values(last_connected_at=utcnow())
             )
             await session.commit()
+
+    def _forget_old_touches(self, now: float) -> None:
+        cutoff = now - CONNECTED_TOUCH_SECONDS
+        self._touched_at = {a: t for a, t in self._touched_at.items() if t >= cutoff}
 
 
 def key_store(runtime: Runtime) -> KeyStore:
