@@ -341,6 +341,22 @@ async def test_messages_arrive_in_publish_order(cache: Cache) -> None:
     assert received == ["0", "1", "2", "3", "4"]
 
 
+async def test_messages_published_together_arrive_each_and_in_order(cache: Cache) -> None:
+    async with cache.subscribe("events") as messages:
+        await cache.publish_many("events", [str(n) for n in range(5)])
+        await cache.publish_many("events", [])
+        await cache.publish("events", "after")
+
+        received = []
+        async with asyncio.timeout(EVENT_TIMEOUT):
+            async for message in messages:
+                received.append(message)
+                if len(received) == 6:
+                    break
+
+    assert received == ["0", "1", "2", "3", "4", "after"]
+
+
 async def test_subscriber_that_never_reads_keeps_only_the_newest_messages() -> None:
     memory = MemoryCache(f"test:{uuid4().hex}:")
     published = SUBSCRIBER_QUEUE_LIMIT + 500

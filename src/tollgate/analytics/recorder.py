@@ -122,10 +122,14 @@ class Recorder:
             if errors:
                 await session.execute(insert(ErrorLog), errors)
             await _count_sessions(session, batch)
-        for row in events:
-            record = {k: v for k, v in row.items() if k != "event_metadata"}
-            record["metadata"] = row["event_metadata"]  # the field's name in the API
-            await self._cache.publish(LIVE_CHANNEL, live_message("event", record))
+        await self._cache.publish_many(LIVE_CHANNEL, [_live_event(row) for row in events])
+
+
+def _live_event(row: dict[str, Any]) -> str:
+    """The live feed's message for one usage row."""
+    record = {k: v for k, v in row.items() if k != "event_metadata"}
+    record["metadata"] = row["event_metadata"]  # the field's name in the API
+    return live_message("event", record)
 
 
 def _usage_row(event: CallEvent, at: datetime) -> dict[str, Any]:

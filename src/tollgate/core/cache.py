@@ -12,7 +12,7 @@ import math
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from types import TracebackType
 from typing import Any, Protocol, Self, cast
@@ -190,6 +190,10 @@ class Cache(Protocol):
         """Send ``message`` to every current subscriber of ``channel``."""
         ...
 
+    async def publish_many(self, channel: str, messages: Sequence[str]) -> None:
+        """Send each of ``messages``, in order, in one round trip."""
+        ...
+
     def subscribe(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str]]:
         """Subscribe to ``channel``; the subscription is live once the context is entered."""
         ...
@@ -338,6 +342,11 @@ class MemoryCache:
                 queue.get_nowait()
             queue.put_nowait(message)
 
+    async def publish_many(self, channel: str, messages: Sequence[str]) -> None:
+        """Send each of ``messages``, in order, in one round trip."""
+        for message in messages:
+            await self.publish(channel, message)
+
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
         """Subscribe to ``channel``; the subscription is live once the context is entered."""
@@ -467,6 +476,15 @@ class RedisCache:
     async def publish(self, channel: str, message: str) -> None:
         """Send ``message`` to every current subscriber of ``channel``."""
         await self.client.publish(self.prefix + channel, message)
+
+    async def publish_many(self, channel: str, messages: Sequence[str]) -> None:
+        """Send each of ``messages``, in order, in one round trip."""
+        if not messages:
+            return
+        pipeline = self.client.pipeline(transaction=False)
+        for message in messages:
+            pipeline.publish(self.prefix + channel, message)
+        await pipeline.execute()
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[str]]:
