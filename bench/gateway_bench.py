@@ -5,8 +5,13 @@ SQLite database, or a scratch PostgreSQL database with --database-url), then pri
 concurrency 1 and 10: p50 and p99 latency, calls per second, and the gateway/direct
 ratios; and the time of tools/list with 500 tools over 10 upstreams.
 
-Usage: python bench/gateway_bench.py [--calls 400] [--mode 2026-07-28|legacy]
-       [--database-url postgresql://...] [--redis-url redis://...]
+Also printed: the median of Tollgate's own figure (``_meta["tollgate/overhead_ms"]``) and
+the gateway process's CPU time per call (from /proc).
+
+Usage: python bench/gateway_bench.py [--calls 400] [--mode 2026-07-28|legacy|both]
+       [--database-url postgresql://...] [--redis-url redis://...] [--all-backends]
+       [--no-listing]
+``--all-backends`` runs on SQLite, then on PostgreSQL + Redis (the CI's services by default).
 Target (not a test): at most +2 ms at p50 at concurrency 1; at least half the direct
 throughput at concurrency 10.
 """
@@ -41,9 +46,14 @@ from tollgate.identity.service import create_user, issue_access_token
 from tollgate.migrate import upgrade_to_head
 
 ROOT = Path(__file__).resolve().parents[1]
+OVERHEAD_KEY = "tollgate/overhead_ms"
+CI_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+CI_REDIS_URL = "redis://127.0.0.1:6379/0"
 UPSTREAM = ROOT / "tests" / "gateway" / "upstream.py"
 TOLLGATE = str(Path(sys.executable).with_name("tollgate"))
 START_SECONDS = 30.0
+SERVE_PREFIX: list[str] = []
+"""Put before the ``tollgate`` command (bench/profile_gateway.py runs it under cProfile)."""
 
 
 @contextmanager
@@ -66,11 +76,17 @@ def upstream_process(name: str, extra_tools: int = 0) -> Iterator[str]:
         process.wait(timeout=10)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def tollgate_process(env: dict[str, str], port: int) -> Iterator[str]:
-    """``tollgate serve`` in its own process; yields its base URL once healthy."""
+def tollgate_process(env: dict[str, str], port: int) -> Iterator[tuple[str, int]]:
+    """``tollgate serve`` in its own process; yields its base URL once healthy, and its pid."""
     process = subprocess.Popen(
-        [TOLLGATE, "serve", "--port", str(port)],
+        [*SERVE_PREFIX, TOLLGATE, "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -86,7 +102,7 @@ def tollgate_process(env: dict[str, str], port: int) -> Iterator[str]:
                 time.sleep(0.05)
         else:
             raise RuntimeError("tollgate did not start")
-        yield base
+        yield base, process.pid
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -105,10 +121,12 @@ async def connect(url: str, mode: str, key: str | None = None) -> AsyncIterator[
 
 
 async def measure(
-    url: str, mode: str, key: str | None, tool: str, calls: int, workers: int
+    url: str, mode: str, key: str | None, tool: str, calls: int, workers: int, pid: int = 0
 ) -> dict[str, float]:
-    """p50, p99 (ms) and calls per second of ``tool`` over ``workers`` clients."""
+    """p50, p99 (ms) and calls per second of ``tool`` over ``workers`` clients; with ``pid``,
+    that process's CPU ms per call; and the median overhead the gateway reports."""
     latencies: list[float] = []
+    overheads: list[float] = []
 
     async def worker(count: int) -> None:
         async with connect(url, mode, key) as client:
@@ -118,16 +136,24 @@ async def measure(
                 result = await client.call_tool(tool, {"text": "hello"})
                 latencies.append((time.perf_counter() - started) * 1000)
                 assert not result.is_error, result
+                if result.meta and OVERHEAD_KEY in result.meta:
+                    overheads.append(float(result.meta[OVERHEAD_KEY]))
 
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     started = time.perf_counter()
     await asyncio.gather(*(worker(calls // workers) for _ in range(workers)))
     elapsed = time.perf_counter() - started
     ordered = sorted(latencies)
-    return {
+    figures = {
         "p50": statistics.median(ordered),
         "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
         "rate": len(ordered) / elapsed,
     }
+    if pid:
+        figures["cpu_ms"] = (cpu_seconds(pid) - cpu_before) * 1000 / len(ordered)
+    if overheads:
+        figures["overhead_ms"] = statistics.median(overheads)
+    return figures
 
 
 async def prepare(settings: Settings) -> tuple[str, str]:
@@ -165,11 +191,50 @@ async def fund(settings: Settings, account_id: int) -> None:
 
 
 def line(label: str, figures: dict[str, float]) -> str:
+    """One measured run as a line of the report."""
     p50, p99, rate = figures["p50"], figures["p99"], figures["rate"]
-    return f"  {label:<9} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   {rate:8.1f} calls/s"
+    text = f"  {label:<9} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   {rate:8.1f} calls/s"
+    if "cpu_ms" in figures:
+        text += f"   cpu {figures['cpu_ms']:5.2f} ms/call"
+    if "overhead_ms" in figures:
+        text += f"   reported overhead p50 {figures['overhead_ms']:.3f} ms"
+    return text
 
 
-async def run(args: argparse.Namespace) -> None:
+Row = tuple[str, str, int, dict[str, float], dict[str, float]]
+"""(backend, client mode, concurrency, direct figures, gateway figures)."""
+
+
+def summary(rows: list[Row]) -> None:
+    """The runs side by side."""
+    print()
+    print("backend            mode        c   direct p50  gateway p50   added   ratio  thru")
+    for backend, mode, workers, direct, through in rows:
+        print(
+            f"{backend:<18} {mode:<10} {workers:>2}   {direct['p50']:7.2f} ms  "
+            f"{through['p50']:7.2f} ms  {through['p50'] - direct['p50']:+6.2f}  "
+            f"{through['p50'] / direct['p50']:5.2f}x  {through['rate'] / direct['rate']:4.2f}"
+        )
+
+
+async def run_all(args: argparse.Namespace) -> None:
+    """Every backend asked for, then the summary."""
+    rows: list[Row] = []
+    backends = [(args.database_url, args.redis_url)]
+    if args.all_backends:
+        backends = [
+            (None, None),
+            (args.database_url or CI_DATABASE_URL, args.redis_url or CI_REDIS_URL),
+        ]
+    for database_url, redis_url in backends:
+        args.database_url, args.redis_url = database_url, redis_url
+        rows.extend(await run(args))
+        args.listing = False  # the listing does not depend on the backend
+    summary(rows)
+
+
+async def run(args: argparse.Namespace) -> list[Row]:
+    """The runs on one backend."""
     with tempfile.TemporaryDirectory() as tmp:
         async with scratch_database(args.database_url, Path(tmp)) as url:
             await asyncio.to_thread(upgrade_to_head, url)
@@ -195,16 +260,21 @@ async def run(args: argparse.Namespace) -> None:
                 "TOLLGATE_KEY_RATE_LIMIT_PER_MINUTE": "100000000",
                 "LOG_LEVEL": "WARNING",
             }
-            await bench(args, settings, env, jwt)
+            return await bench(args, settings, env, jwt)
 
 
 async def bench(
     args: argparse.Namespace, settings: Settings, env: dict[str, str], jwt: str
-) -> None:
+) -> list[Row]:
     from tests.live import free_port
 
+    backend = "PostgreSQL+Redis" if args.database_url else "SQLite"
     headers = {"Authorization": f"Bearer {jwt}"}
-    with upstream_process("echo") as upstream_url, tollgate_process(env, free_port()) as base:
+    rows: list[Row] = []
+    with (
+        upstream_process("echo") as upstream_url,
+        tollgate_process(env, free_port()) as (base, pid),
+    ):
         async with httpx.AsyncClient(base_url=base, timeout=60, headers=headers) as http:
             added = await http.post(
                 "/api/v1/upstreams", json={"name": "echo", "url": upstream_url, "price": 1}
@@ -214,23 +284,26 @@ async def bench(
             enabled = (await http.post("/api/mcp/enable")).json()
         await fund(settings, enabled["account"]["id"])
         key = enabled["mcp_api_key"]
-        print(f"tools/call echo, client mode {args.mode}, {args.calls} calls per run")
-        rows = {}
-        for workers in (1, 10):
-            direct = await measure(upstream_url, args.mode, None, "echo", args.calls, workers)
-            through = await measure(
-                f"{base}/mcp", args.mode, key, "echo__echo", args.calls, workers
-            )
-            rows[workers] = (direct, through)
-            print(f" concurrency {workers}")
-            print(line("direct", direct))
-            print(line("gateway", through))
-            print(
-                f"  added p50 {through['p50'] - direct['p50']:+.2f} ms, p50 ratio "
-                f"{through['p50'] / direct['p50']:.2f}x, throughput ratio "
-                f"{through['rate'] / direct['rate']:.2f}"
-            )
-    await bench_listing(args, env, headers)
+        modes = ["2026-07-28", "legacy"] if args.mode == "both" else [args.mode]
+        for mode in modes:
+            print(f"{backend}: tools/call echo, client mode {mode}, {args.calls} calls per run")
+            for workers in (1, 10):
+                direct = await measure(upstream_url, mode, None, "echo", args.calls, workers)
+                through = await measure(
+                    f"{base}/mcp", mode, key, "echo__echo", args.calls, workers, pid
+                )
+                rows.append((backend, mode, workers, direct, through))
+                print(f" concurrency {workers}")
+                print(line("direct", direct))
+                print(line("gateway", through))
+                print(
+                    f"  added p50 {through['p50'] - direct['p50']:+.2f} ms, p50 ratio "
+                    f"{through['p50'] / direct['p50']:.2f}x, throughput ratio "
+                    f"{through['rate'] / direct['rate']:.2f}"
+                )
+    if args.listing:
+        await bench_listing(args, env, headers)
+    return rows
 
 
 async def bench_listing(
@@ -242,7 +315,7 @@ async def bench_listing(
 
     with ExitStack() as stack:
         urls = [stack.enter_context(upstream_process(f"up{i}", extra_tools=45)) for i in range(10)]
-        base = stack.enter_context(tollgate_process(env, free_port()))
+        base, _ = stack.enter_context(tollgate_process(env, free_port()))
         async with httpx.AsyncClient(base_url=base, timeout=120, headers=headers) as http:
             await http.delete("/api/v1/upstreams/echo")
             for index, url in enumerate(urls):
@@ -268,7 +341,9 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=400)
-    parser.add_argument("--mode", default="2026-07-28", choices=["2026-07-28", "legacy"])
+    parser.add_argument("--mode", default="both", choices=["2026-07-28", "legacy", "both"])
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--all-backends", action="store_true")
+    parser.add_argument("--no-listing", dest="listing", action="store_false")
+    asyncio.run(run_all(parser.parse_args()))

@@ -31,6 +31,7 @@ from tollgate.core.jobs import Scheduler
 from tollgate.core.logging import configure_logging
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings, get_settings
+from tollgate.core.shortcut import PathShortcut
 from tollgate.core.state import AppState, install_state
 from tollgate.data import routes as data_routes
 from tollgate.data.service import DataAccess
@@ -46,6 +47,8 @@ from tollgate.identity.credentials import Credentials
 from tollgate.wiring import install_identity_hooks
 
 logger = logging.getLogger(__name__)
+
+MCP_PATHS = frozenset({"/mcp", "/mcp/"})
 
 ANALYTICS_RETENTION_INTERVAL_SECONDS = 3600.0
 """Raw analytics events past the retention are rolled up and pruned hourly."""
@@ -90,6 +93,17 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     components: list[object] = [settler, holds, meter, gateway, endpoint, recorder, keys]
     components.append(credentials)
     state = AppState(runtime, *components, *([data] if data is not None else []))
+    session_router = SessionRouter(
+        BearerGate(
+            endpoint.asgi_app(settings.allowed_hosts),
+            credentials,
+            keys,
+            lambda scope: _resource_metadata_url(settings, scope),
+        ),
+        endpoint.server.session_manager,
+        runtime.cache,
+        settings.secret_key,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,6 +160,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     install_state(app, state)
     install_error_handlers(app)
+    # /mcp skips the route table (it is matched last, after every API route); added first,
+    # this sits inside the body limit.
+    app.add_middleware(PathShortcut, paths=MCP_PATHS, target=session_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(identity_routes.auth_router, responses=error_responses(401, 422))
@@ -169,18 +186,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(data_routes.router)
     for router in (analytics_routes.router, analytics_routes.metrics_router):
         app.include_router(router, responses=error_responses(*COMMON_ERRORS))
-    mcp_app = endpoint.asgi_app(settings.allowed_hosts)
-    session_router = SessionRouter(
-        BearerGate(
-            mcp_app,
-            credentials,
-            keys,
-            lambda scope: _resource_metadata_url(settings, scope),
-        ),
-        endpoint.server.session_manager,
-        runtime.cache,
-        settings.secret_key,
-    )
     app.mount("/", session_router)
     return app
 
