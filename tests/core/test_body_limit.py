@@ -188,3 +188,13 @@ async def test_the_setting_moves_the_limit(settings: Settings) -> None:
     assert refused.status_code == 413
     assert refused_as_too_large(refused.json(), len(body) - 1)
     assert accepted.status_code == 401  # read whole, then the credentials were refused
+
+
+@pytest.mark.parametrize("path", ["/mcp", "/mcp/"])
+async def test_the_mcp_endpoint_is_under_the_limit_too(settings: Settings, path: str) -> None:
+    limited = settings.model_copy(update={"max_body_bytes": SMALL_LIMIT})
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping", "pad": "x" * SMALL_LIMIT})
+    async with asgi_client(limited) as (http, _):
+        response = await http.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert refused_as_too_large(response.json(), SMALL_LIMIT)
