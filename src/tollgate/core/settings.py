@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="",
         validation_alias=_env("REDIS_URL"),
-        description="Redis, to share rate limits, key revocation, credit reservation, MCP "
+        description="Redis, to share rate limits, key revocation, requests for held credits, MCP "
         "session ownership and live events between processes; empty: an in-memory cache "
         "(one process only).",
     )
