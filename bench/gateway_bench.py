@@ -324,7 +324,8 @@ async def bench_listing(
                 )
                 assert added.status_code == 201, added.text
             key = (await http.post("/api/mcp/regenerate-key")).json()["mcp_api_key"]
-        async with connect(f"{base}/mcp", args.mode, key) as client:
+        mode = "2026-07-28" if args.mode == "both" else args.mode
+        async with connect(f"{base}/mcp", mode, key) as client:
             count = len((await client.list_tools()).tools)
             timings = []
             for _ in range(20):

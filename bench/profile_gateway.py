@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import pstats
 import re
+import shutil
 import sys
 import tempfile
 from collections import defaultdict
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--save", type=Path, help="also keep the profile at this path")
     args = parser.parse_args()
     args.all_backends, args.listing = False, False
     with tempfile.TemporaryDirectory() as folder:
@@ -66,6 +68,8 @@ def main() -> None:
         asyncio.run(gateway_bench.run_all(args))
         # Both concurrencies' gateway calls, plus one warm-up call per client.
         report(profile, 2 * args.calls + 11, args.top)
+        if args.save:
+            shutil.copyfile(profile, args.save)
 
 
 if __name__ == "__main__":

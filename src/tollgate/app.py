@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         block=settings.credit_block,
         hold_seconds=settings.credit_hold_seconds,
     )
-    meter = CallMeter(holds, settler)
+    meter = CallMeter(holds, settler, wait_for_record=settings.settle_before_answer)
     gateway = Gateway(runtime, meter)
     endpoint = McpEndpoint(gateway)
     endpoint.server.extensions.update(identity_extension(settings))
@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
                         await listener.stop()
         finally:
             await scheduler.stop()
+            await meter.drain()
             await settler.stop()
             await _quietly(holds.stop(), "giving back held credits")
             await gateway.limiter.close()

@@ -256,6 +256,14 @@ class Settings(BaseSettings):
         "(a change made directly in the database, such as disabling an account, takes effect "
         "within this time); credits unused this long go back to the balance.",
     )
+    settle_before_answer: bool = Field(
+        default=True,
+        validation_alias="TOLLGATE_SETTLE_BEFORE_ANSWER",
+        description="Commit each tool call's record and charge before its answer is sent "
+        "(a few milliseconds per call). false: the answer goes at once and the record follows "
+        "in the next group commit; a process killed in between loses those calls' records "
+        "and charges (never charging twice, never past the balance).",
+    )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES,
         ge=1,
