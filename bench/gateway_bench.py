@@ -10,7 +10,7 @@ the gateway process's CPU time per call (from /proc).
 
 Usage: python bench/gateway_bench.py [--calls 400] [--mode 2026-07-28|legacy|both]
        [--database-url postgresql://...] [--redis-url redis://...] [--all-backends]
-       [--no-listing]
+       [--no-listing] [--concurrency 1,10]
 ``--all-backends`` runs on SQLite, then on PostgreSQL + Redis (the CI's services by default).
 Target (not a test): at most +2 ms at p50 at concurrency 1; at least half the direct
 throughput at concurrency 10.
@@ -287,7 +287,7 @@ async def bench(
         modes = ["2026-07-28", "legacy"] if args.mode == "both" else [args.mode]
         for mode in modes:
             print(f"{backend}: tools/call echo, client mode {mode}, {args.calls} calls per run")
-            for workers in (1, 10):
+            for workers in args.concurrency:
                 direct = await measure(upstream_url, mode, None, "echo", args.calls, workers)
                 through = await measure(
                     f"{base}/mcp", mode, key, "echo__echo", args.calls, workers, pid
@@ -346,5 +346,8 @@ if __name__ == "__main__":
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     parser.add_argument("--all-backends", action="store_true")
+    parser.add_argument(
+        "--concurrency", type=lambda text: [int(n) for n in text.split(",")], default=[1, 10]
+    )
     parser.add_argument("--no-listing", dest="listing", action="store_false")
     asyncio.run(run_all(parser.parse_args()))

@@ -60,14 +60,14 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--save", type=Path, help="also keep the profile at this path")
     args = parser.parse_args()
-    args.all_backends, args.listing = False, False
+    args.all_backends, args.listing, args.concurrency = False, False, [1]
     with tempfile.TemporaryDirectory() as folder:
         profile = Path(folder) / "tollgate.prof"
         profiled = str(Path(__file__).with_name("profiled.py"))
         gateway_bench.SERVE_PREFIX[:] = [sys.executable, profiled, str(profile)]
         asyncio.run(gateway_bench.run_all(args))
         # Both concurrencies' gateway calls, plus one warm-up call per client.
-        report(profile, 2 * args.calls + 11, args.top)
+        report(profile, len(args.concurrency) * args.calls + sum(args.concurrency), args.top)
         if args.save:
             shutil.copyfile(profile, args.save)
 

@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     runtime = Runtime.build(settings)
     credentials = Credentials(runtime, key_store(runtime), audit_token_refusal(runtime))
     install_identity_hooks()
-    settler = Settler(runtime.sessions)
+    settler = Settler(runtime.writes)
     holds = CreditHolds(
         runtime.sessions,
         runtime.cache,
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     gateway = Gateway(runtime, meter)
     endpoint = McpEndpoint(gateway)
     endpoint.server.extensions.update(identity_extension(settings))
-    recorder = Recorder(runtime.sessions, runtime.cache)
+    recorder = Recorder(runtime.writes, runtime.cache)
     gateway.observers.attach(recorder.observe)
     keys = key_store(runtime)
     data = (

@@ -83,7 +83,7 @@ async def _charge(runtime: Runtime, holds: CreditHolds, account_id: int, cost: i
         outcome=calls.CallOutcome(request_id=request_id, success=True),
     )
     async with transaction(runtime.sessions) as session:
-        await calls.record_calls(session, [record])
+        await session.run_sync(calls.record_calls, [record])
     holds.settled(account_id, cost, charged=True)
 
 

@@ -43,7 +43,7 @@ def call(session_id: str | None, **fields: Any) -> ToolCallEvent:
 @pytest.fixture
 async def recorder(runtime: Runtime) -> AsyncIterator[Recorder]:
     """A recorder of the test's own, writing to the test's database."""
-    running = Recorder(runtime.sessions, runtime.cache)
+    running = Recorder(runtime.writes, runtime.cache)
     running.start()
     try:
         yield running

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from tollgate.accounts import credits
 from tollgate.accounts.models import CallStatus, CreditTransaction, ToolCall
@@ -83,24 +84,24 @@ def _row(record: CallRecord) -> dict[str, object]:
     }
 
 
-async def record_calls(session: AsyncSession, records: Sequence[CallRecord]) -> None:
+def record_calls(session: Session, records: Sequence[CallRecord]) -> None:
     """Write ended calls and their charges, taken from the balance and from the credits
     their process held for them, in the caller's transaction (a few statements per batch,
-    whatever its size)."""
-    await session.execute(insert(ToolCall).values(settled_at=utcnow()), [_row(r) for r in records])
+    whatever its size). Synchronous: the settler runs it through :class:`SyncWrites`."""
+    session.execute(insert(ToolCall).values(settled_at=utcnow()), [_row(r) for r in records])
     by_account: dict[int, list[CallRecord]] = defaultdict(list)
     for record in records:
         by_account[record.account_id].append(record)
     charges = []
     for account_id, ended in by_account.items():
-        charges += await credits.charge_held(
+        charges += credits.charge_held(
             session,
             account_id,
             ended[0].instance_id,
             [credits.HeldCharge(r.request_id, r.tool_name, r.charged) for r in ended],
         )
     if charges:
-        await session.execute(insert(CreditTransaction), charges)
+        session.execute(insert(CreditTransaction), charges)
 
 
 async def reserve_call(

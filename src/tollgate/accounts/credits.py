@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Insert, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from tollgate.accounts.models import CreditHold, CreditTransaction, McpAccount, TransactionType
 from tollgate.core.database import utc_month, utcnow
@@ -198,8 +199,8 @@ class HeldCharge:
     amount: int
 
 
-async def charge_held(
-    session: AsyncSession, account_id: int, instance_id: str, ended: Sequence[HeldCharge]
+def charge_held(
+    session: Session, account_id: int, instance_id: str, ended: Sequence[HeldCharge]
 ) -> list[dict[str, object]]:
     """Take ended calls' charges out of the account's balance and the process's hold, and
     count the calls; returns their ledger rows (for one multi-row insert by the caller).
@@ -210,7 +211,7 @@ async def charge_held(
     total = sum(charge.amount for charge in ended)
     columns = McpAccount.__table__.c
     balance = (
-        await session.execute(
+        session.execute(
             update(McpAccount)
             .where(McpAccount.id == account_id)
             .values(
@@ -223,7 +224,7 @@ async def charge_held(
         )
     ).scalar_one()
     if total:
-        await session.execute(
+        session.execute(
             update(CreditHold)
             .where(CreditHold.instance_id == instance_id, CreditHold.account_id == account_id)
             .values(amount=CreditHold.amount - total)

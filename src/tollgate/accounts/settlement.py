@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from tollgate.accounts.calls import CallRecord, record_calls
 from tollgate.core.batching import BatchWriter
-from tollgate.core.database import transaction
+from tollgate.core.database import SyncWrites
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +38,8 @@ Queued = tuple[CallRecord, "asyncio.Future[bool]"]
 class Settler:
     """Writes call outcomes in group commits and tells each caller when its one is durable."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, writes: SyncWrites) -> None:
+        self._writes = writes
         self._writer: BatchWriter[Queued] = BatchWriter(
             "settler", self._write, size=BATCH_SIZE, window=BATCH_WINDOW_SECONDS
         )
@@ -68,8 +66,7 @@ class Settler:
     async def _commit(self, records: list[CallRecord]) -> bool:
         for delay in (*RETRY_DELAYS_SECONDS, None):
             try:
-                async with transaction(self._sessions) as session:
-                    await record_calls(session, records)
+                await self._writes.run(lambda session: record_calls(session, records))
                 return True
             except Exception:
                 if delay is None:

