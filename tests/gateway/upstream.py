@@ -1,7 +1,8 @@
 """A real upstream MCP server for the gateway tests, built with the SDK.
 
-Tools: echo, add, slow, fail (a tool error), mutate (adds a tool and announces it); a resource
-and a prompt. ``HeaderRecorder`` keeps the Authorization header of every request it serves.
+Tools: echo, add, slow, steps (reports progress), fail (a tool error), mutate (adds a tool
+and announces it); a resource and a prompt. ``HeaderRecorder`` keeps the Authorization
+header of every request it serves.
 Run in a thread of the test process (``serve_in_thread``) or as a process:
 ``python tests/gateway/upstream.py stdio`` / ``... http`` (prints ``LISTENING <url>``).
 """
@@ -42,7 +43,13 @@ def make_server(name: str = "upstream", extra_tools: int = 0) -> MCPServer:
         server.add_tool(
             lambda value: value, name=f"tool_{number:03d}", description=f"Numbered tool {number}"
         )
+    _add_quick_tools(server)
+    _add_long_tools(server, name)
+    _add_content(server, name)
+    return server
 
+
+def _add_quick_tools(server: MCPServer) -> None:
     @server.tool()
     def echo(text: str) -> str:
         """Echo the text back."""
@@ -52,16 +59,6 @@ def make_server(name: str = "upstream", extra_tools: int = 0) -> MCPServer:
     def add(a: int, b: int) -> int:
         """Add two integers."""
         return a + b
-
-    @server.tool()
-    async def slow(seconds: float) -> str:
-        """Sleep, then answer."""
-        SLOW_CALLS_RUNNING[name] = SLOW_CALLS_RUNNING.get(name, 0) + 1
-        try:
-            await anyio.sleep(seconds)
-        finally:
-            SLOW_CALLS_RUNNING[name] -= 1
-        return f"slept {seconds}"
 
     @server.tool()
     def fail() -> str:
@@ -80,6 +77,27 @@ def make_server(name: str = "upstream", extra_tools: int = 0) -> MCPServer:
         await ctx.notify_tools_changed()
         return f"added {tool_name}"
 
+
+def _add_long_tools(server: MCPServer, name: str) -> None:
+    @server.tool()
+    async def slow(seconds: float) -> str:
+        """Sleep, then answer."""
+        SLOW_CALLS_RUNNING[name] = SLOW_CALLS_RUNNING.get(name, 0) + 1
+        try:
+            await anyio.sleep(seconds)
+        finally:
+            SLOW_CALLS_RUNNING[name] -= 1
+        return f"slept {seconds}"
+
+    @server.tool()
+    async def steps(count: int, ctx: Context) -> str:
+        """Report progress ``count`` times, then answer."""
+        for step in range(1, count + 1):
+            await ctx.report_progress(step, count, f"step {step}")
+        return f"{count} steps"
+
+
+def _add_content(server: MCPServer, name: str) -> None:
     @server.resource("res://hello", name="hello", mime_type="text/plain")
     def hello() -> str:
         return f"hello from {name}"
@@ -88,8 +106,6 @@ def make_server(name: str = "upstream", extra_tools: int = 0) -> MCPServer:
     def greet(who: str) -> str:
         """A greeting."""
         return f"Please greet {who} warmly."
-
-    return server
 
 
 class HeaderRecorder:

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp import MCPError
+from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import SERVER_INFO_META_KEY
 
 from tollgate import __version__
@@ -68,6 +69,8 @@ class ToolCall:
     session_id: str | None
     started: float
     """``time.perf_counter()`` when the gateway took the call."""
+    progress: ProgressFnT | None = None
+    """Relays the upstream's progress notifications to the caller (who asked for them)."""
 
 
 class MissingCredential(Exception):
@@ -251,8 +254,10 @@ class Gateway:
         *,
         protocol_version: str | None = None,
         session_id: str | None = None,
+        progress: ProgressFnT | None = None,
     ) -> types.CallToolResult:
-        """Route, meter and forward one tool call."""
+        """Route, meter and forward one tool call; ``progress`` receives the upstream's
+        progress notifications (given only when the caller asked for progress)."""
         started = time.perf_counter()
         entry = self.catalogue.tool(name)
         if entry is None:
@@ -273,7 +278,15 @@ class Gateway:
         if refusal is not None:
             return refusal
         call = ToolCall(
-            caller, entry, name, arguments or {}, request_id, protocol_version, session_id, started
+            caller,
+            entry,
+            name,
+            arguments or {},
+            request_id,
+            protocol_version,
+            session_id,
+            started,
+            progress,
         )
         return await self._forward(call, connection)
 
@@ -378,7 +391,10 @@ class Gateway:
         try:
             result = await connection.call(
                 lambda client: client.call_tool(
-                    call.entry.original, call.arguments, read_timeout_seconds=timeout
+                    call.entry.original,
+                    call.arguments,
+                    read_timeout_seconds=timeout,
+                    progress_callback=call.progress,
                 )
             )
         except MCPError as exc:

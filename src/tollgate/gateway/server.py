@@ -29,6 +29,7 @@ from mcp.server.subscriptions import (
     ToolsListChanged,
 )
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.dispatcher import ProgressFnT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -190,6 +191,7 @@ class McpEndpoint:
             params.arguments,
             protocol_version=ctx.protocol_version,
             session_id=session_id,
+            progress=_progress_relay(ctx, params),
         )
 
     async def _list_resources(
@@ -294,6 +296,20 @@ class BearerGate:
     ) -> None:
         response = bearer_refusal(error, description, self.resource_metadata_url(scope))
         await response(scope, receive, send)
+
+
+def _progress_relay(
+    ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+) -> ProgressFnT | None:
+    """What sends the upstream's progress on to the caller, when the caller's request carried
+    a progress token (else the upstream is not asked for progress either)."""
+    if not (params.meta or {}).get("progress_token"):
+        return None
+
+    async def relay(progress: float, total: float | None, message: str | None) -> None:
+        await ctx.session.report_progress(progress, total, message)
+
+    return relay
 
 
 def _bearer(scope: Scope) -> str:
