@@ -4,14 +4,17 @@ disabled or down leaving tools/list until it is back."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 import httpx
 import mcp_types as types
 import pytest
 from mcp import MCPError
-from mcp.client.subscriptions import ToolsListChanged
+from mcp.client.subscriptions import PromptsListChanged, ToolsListChanged
+from mcp.server import Server, ServerRequestContext
 
 from tests.gateway.conftest import (
     ERAS,
@@ -27,6 +30,7 @@ from tests.gateway.conftest import (
     text_of,
     tool_names,
 )
+from tests.gateway.upstream import ALLOW_LOCAL, serve_in_thread
 from tests.waiting import eventually
 from tollgate.identity.models import Role
 
@@ -230,3 +234,118 @@ async def test_down_upstream_leaves_tools_list_and_shows_down_with_its_error(
     assert described.json()["state"] == "down"
     assert described.json()["last_error"]
     assert described.json()["last_seen_at"] is not None
+
+
+PAGES = 3
+"""The paginating upstream below serves each of its lists in this many pages."""
+
+
+def paginating_server() -> Server[Any]:
+    """An upstream whose resources and prompts come in PAGES pages each, and which declares
+    resources without answering ``resources/templates/list`` (METHOD_NOT_FOUND)."""
+
+    def page_of(params: types.PaginatedRequestParams | None) -> tuple[int, str | None]:
+        number = int(params.cursor) if params is not None and params.cursor else 0
+        return number, str(number + 1) if number + 1 < PAGES else None
+
+    async def resources(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        number, after = page_of(params)
+        found = [types.Resource(uri=f"res://page/{number}", name=f"page{number}")]
+        return types.ListResourcesResult(resources=found, next_cursor=after)
+
+    async def prompts(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        number, after = page_of(params)
+        found = [types.Prompt(name=f"prompt{number}")]
+        return types.ListPromptsResult(prompts=found, next_cursor=after)
+
+    async def tools(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[])
+
+    return Server(
+        "pages", on_list_tools=tools, on_list_resources=resources, on_list_prompts=prompts
+    )
+
+
+@pytest.fixture
+def paginating_upstream() -> Iterator[str]:
+    """:func:`paginating_server` over Streamable HTTP; yields its URL."""
+    app = paginating_server().streamable_http_app(transport_security=ALLOW_LOCAL)
+    url, stop = serve_in_thread(app)
+    try:
+        yield url
+    finally:
+        stop()
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_every_page_of_an_upstreams_lists_is_read_and_a_missing_method_is_no_failure(
+    paginating_upstream: str, gateway: Gateway, mode: str
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    registered = await register_upstream(gateway, admin, name="pages", url=paginating_upstream)
+    member = await quick_member(gateway)
+
+    async with connect(gateway, member.key, mode) as client:
+        resources = (await client.list_resources()).resources
+        prompts = (await client.list_prompts()).prompts
+        templates = (await client.list_resource_templates()).resource_templates
+
+    assert registered["state"] == "up"
+    assert len(resources) == len(prompts) == PAGES
+    assert {unquote(str(r.uri)) for r in resources} == {
+        f"tollgate://pages/res://page/{n}" for n in range(PAGES)
+    }
+    assert templates == []
+
+
+async def test_a_prompt_change_is_announced_as_a_prompt_change(
+    upstream: Upstream, watched_gateway: WatchedGateway
+) -> None:
+    gateway = watched_gateway
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    member = await quick_member(gateway)
+    seen: list[str] = []
+    prompts_changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.PromptListChangedNotification):
+            seen.append("prompts")
+            prompts_changed.set()
+        elif isinstance(message, types.ToolListChangedNotification):
+            seen.append("tools")
+
+    async with connect(gateway, member.key, "legacy", message_handler=on_message) as client:
+        await gateway.wait_event_streams()
+        await client.call_tool("echo__add_prompt", {"prompt_name": "fresh"})
+        with anyio.fail_after(NOTIFICATION_SECONDS):
+            await prompts_changed.wait()
+        await anyio.sleep(0.3)  # a wrong "tools" notice would be sent along with it
+        offered = [p.name for p in (await client.list_prompts()).prompts]
+
+    assert seen == ["prompts"]
+    assert any(name.endswith("fresh") for name in offered)
+
+
+async def test_a_prompt_change_reaches_a_2026_client_as_a_prompt_change(
+    upstream: Upstream, gateway: Gateway
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    member = await quick_member(gateway)
+
+    async with (
+        connect(gateway, member.key, "2026-07-28") as client,
+        client.listen(tools_list_changed=True, prompts_list_changed=True) as events,
+    ):
+        await client.call_tool("echo__add_prompt", {"prompt_name": "fresh"})
+        with anyio.fail_after(NOTIFICATION_SECONDS):
+            event = await events.__anext__()
+
+    assert isinstance(event, PromptsListChanged)

@@ -1,8 +1,8 @@
 """A real upstream MCP server for the gateway tests, built with the SDK.
 
 Tools: echo, add, slow, steps (reports progress), fail (a tool error), mutate (adds a tool
-and announces it); a resource and a prompt. ``HeaderRecorder`` keeps the Authorization
-header of every request it serves.
+and announces it), add_prompt (the same for a prompt); a resource and a prompt.
+``HeaderRecorder`` keeps the Authorization header of every request it serves.
 Run in a thread of the test process (``serve_in_thread``) or as a process:
 ``python tests/gateway/upstream.py stdio`` / ``... http`` (prints ``LISTENING <url>``).
 """
@@ -20,6 +20,7 @@ import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.prompts import Prompt
 from mcp.server.transport_security import TransportSecuritySettings
 
 STARTUP_SECONDS = 10.0
@@ -76,6 +77,18 @@ def _add_quick_tools(server: MCPServer) -> None:
         await ctx.session.send_tool_list_changed()
         await ctx.notify_tools_changed()
         return f"added {tool_name}"
+
+    @server.tool()
+    async def add_prompt(prompt_name: str, ctx: Context) -> str:
+        """Add a prompt at run time and announce that the prompts changed, in both eras."""
+
+        def added() -> str:
+            return f"prompt {prompt_name}"
+
+        server.add_prompt(Prompt.from_function(added, name=prompt_name))
+        await ctx.session.send_prompt_list_changed()
+        await ctx.notify_prompts_changed()
+        return f"added prompt {prompt_name}"
 
 
 def _add_long_tools(server: MCPServer, name: str) -> None:

@@ -39,6 +39,10 @@ connect timeout: the SDK's task groups cannot sit inside an outer deadline scope
 READY_WAIT_SECONDS = 5.0
 """How long a call waits for a (re)connecting upstream before failing as a backend error."""
 
+MAX_LIST_PAGES = 1000
+"""Pages read of one upstream list at most (an upstream repeating its cursor must not hang
+the refresh)."""
+
 BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 """Reconnection waits double from the initial value up to this cap."""
@@ -255,14 +259,14 @@ class UpstreamConnection:
         if client is None:
             raise MCPError(types.INTERNAL_ERROR, f"upstream {self.spec.name} is not connected")
         capabilities = client.server_capabilities
-        listing = UpstreamListing(tools=await _all_tools(client))
+        listing = UpstreamListing(tools=await _all_pages(client.list_tools, "tools"))
         if capabilities.resources is not None:
-            listing.resources = (await client.list_resources(cache_mode="bypass")).resources
-            listing.templates = (
-                await client.list_resource_templates(cache_mode="bypass")
-            ).resource_templates
+            listing.resources = await _optional_pages(client.list_resources, "resources")
+            listing.templates = await _optional_pages(
+                client.list_resource_templates, "resource_templates"
+            )
         if capabilities.prompts is not None:
-            listing.prompts = (await client.list_prompts(cache_mode="bypass")).prompts
+            listing.prompts = await _optional_pages(client.list_prompts, "prompts")
         if self._on_listing is not None:
             await self._on_listing(self.spec.name, listing)
         await self._report(True, None)
@@ -360,12 +364,26 @@ async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None
     scope.cancel()
 
 
-async def _all_tools(client: Client) -> list[types.Tool]:
-    tools: list[types.Tool] = []
+async def _all_pages(fetch: Callable[..., Awaitable[Any]], field: str) -> list[Any]:
+    """Every item of a paginated list (``field`` of each page), following its cursors."""
+    items: list[Any] = []
     cursor: str | None = None
-    while True:
-        page = await client.list_tools(cursor=cursor, cache_mode="bypass")
-        tools.extend(page.tools)
+    for _ in range(MAX_LIST_PAGES):
+        page = await fetch(cursor=cursor, cache_mode="bypass")
+        items.extend(getattr(page, field))
         cursor = page.next_cursor
         if not cursor:
-            return tools
+            return items
+    logger.warning("a list still had more pages after %d; the rest is left out", MAX_LIST_PAGES)
+    return items
+
+
+async def _optional_pages(fetch: Callable[..., Awaitable[Any]], field: str) -> list[Any]:
+    """:func:`_all_pages`, or nothing when the upstream does not answer the method at all
+    (it declared the capability without, say, resource templates): not a failure."""
+    try:
+        return await _all_pages(fetch, field)
+    except MCPError as exc:
+        if exc.code == types.METHOD_NOT_FOUND:
+            return []
+        raise

@@ -73,6 +73,19 @@ class ToolCall:
     """Relays the upstream's progress notifications to the caller (who asked for them)."""
 
 
+def changed_kinds(before: UpstreamListing, after: UpstreamListing) -> list[str]:
+    """Which lists (``tools``, ``resources``, ``prompts``) differ between two listings of an
+    upstream: what its clients are told changed."""
+    kinds = []
+    if before.tools != after.tools:
+        kinds.append("tools")
+    if (before.resources, before.templates) != (after.resources, after.templates):
+        kinds.append("resources")
+    if before.prompts != after.prompts:
+        kinds.append("prompts")
+    return kinds
+
+
 class MissingCredential(Exception):
     """The caller has no credential for the service an upstream needs."""
 
@@ -206,13 +219,15 @@ class Gateway:
         if record.listing_digest == digest:
             return
         record.listing_digest = digest
+        before = self.catalogue.listing(name)
         self.catalogue.set_listing(name, listing)
         try:
             async with transaction(self.runtime.sessions) as session:
                 await service.save_listing(session, name, listing)
         except NotFound:
             return
-        await self._notify("tools")
+        for kind in changed_kinds(before, listing):
+            await self._notify(kind)
 
     async def _on_state(self, name: str, up: bool, error: str | None, era: str | None) -> None:
         was_visible = self.catalogue.is_visible(name)
