@@ -1,7 +1,8 @@
 """A real upstream MCP server for the gateway tests, built with the SDK.
 
 Tools: echo, add, slow, steps (reports progress), fail (a tool error), mutate (adds a tool
-and announces it), add_prompt (the same for a prompt); a resource and a prompt.
+and announces it), add_prompt (the same for a prompt); a resource, a resource template and a
+prompt, with completions for their ``who`` argument.
 ``HeaderRecorder`` keeps the Authorization header of every request it serves.
 Run in a thread of the test process (``serve_in_thread``) or as a process:
 ``python tests/gateway/upstream.py stdio`` / ``... http`` (prints ``LISTENING <url>``).
@@ -22,6 +23,13 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import (
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    PromptReference,
+    ResourceTemplateReference,
+)
 
 STARTUP_SECONDS = 10.0
 """An upstream not serving by then has failed to start."""
@@ -119,6 +127,21 @@ def _add_content(server: MCPServer, name: str) -> None:
     def greet(who: str) -> str:
         """A greeting."""
         return f"Please greet {who} warmly."
+
+    @server.resource("res://greeting/{who}", name="greeting", mime_type="text/plain")
+    def greeting(who: str) -> str:
+        return f"hello {who}"
+
+    @server.completion()  # type: ignore[no-untyped-call,untyped-decorator]  # the SDK leaves it untyped
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion | None:
+        if argument.name != "who":
+            return None
+        names = ["alice", "albert", "bob"]
+        return Completion(values=[n for n in names if n.startswith(argument.value)])
 
 
 class HeaderRecorder:

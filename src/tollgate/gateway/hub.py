@@ -470,6 +470,34 @@ class Gateway:
         ]
         return own_server_info(result)  # type: ignore[no-any-return]
 
+    async def complete(self, params: types.CompleteRequestParams) -> types.CompleteResult:
+        """Completions for an argument of a prompt or resource template, from its upstream
+        (none when the upstream offers no completions)."""
+        ref = params.ref
+        if isinstance(ref, types.PromptReference):
+            parts = naming.split(ref.name)
+            original: types.PromptReference | types.ResourceTemplateReference | None = (
+                ref.model_copy(update={"name": parts[1]}) if parts else None
+            )
+        else:
+            parts = naming.split_resource_uri(ref.uri)
+            original = ref.model_copy(update={"uri": parts[1]}) if parts else None
+        connection = self.pool.shared(parts[0]) if parts else None
+        if parts is None or original is None or connection is None:
+            raise MCPError(types.INVALID_PARAMS, "Unknown prompt or resource template")
+        if not self.catalogue.is_visible(parts[0]):
+            raise MCPError(types.INVALID_PARAMS, "Unknown prompt or resource template")
+        context = params.context.arguments if params.context is not None else None
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        try:
+            return await connection.call(
+                lambda client: client.complete(original, argument, context_arguments=context)
+            )
+        except MCPError as exc:
+            if exc.code != types.METHOD_NOT_FOUND:
+                raise
+            return types.CompleteResult(completion=types.Completion(values=[]))
+
     async def get_prompt(
         self, name: str, arguments: dict[str, str] | None
     ) -> types.GetPromptResult:

@@ -124,6 +124,7 @@ class McpEndpoint:
             on_read_resource=_guarded(self._read_resource),
             on_list_prompts=_guarded(self._list_prompts),
             on_get_prompt=_guarded(self._get_prompt),
+            on_completion=_guarded(self._complete),
             on_subscriptions_listen=self.listen,
             get_tool_input_schema=catalogue.input_schema,
         )
@@ -225,6 +226,12 @@ class McpEndpoint:
     ) -> types.GetPromptResult:
         _caller()
         return await self.gateway.get_prompt(params.name, params.arguments)
+
+    async def _complete(
+        self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        _caller()
+        return await self.gateway.complete(params)
 
 
 class BearerGate:
