@@ -256,6 +256,13 @@ class Settings(BaseSettings):
         "(a change made directly in the database, such as disabling an account, takes effect "
         "within this time); credits unused this long go back to the balance.",
     )
+    list_page_size: int = Field(
+        default=1000,
+        ge=1,
+        validation_alias="TOLLGATE_LIST_PAGE_SIZE",
+        description="Items per page of the tools, resources, resource templates and prompts "
+        "lists served on /mcp; longer lists continue behind nextCursor.",
+    )
     settle_before_answer: bool = Field(
         default=True,
         validation_alias="TOLLGATE_SETTLE_BEFORE_ANSWER",

@@ -38,6 +38,7 @@ from tollgate import __version__
 from tollgate.accounts.keys import KeyStore
 from tollgate.core.errors import Unauthorized, bearer_refusal, not_found_response
 from tollgate.gateway.hub import Gateway
+from tollgate.gateway.pages import page
 from tollgate.identity.credentials import (
     ACCOUNT_KEY_ONLY,
     ACCOUNT_KEY_PREFIX,
@@ -111,6 +112,7 @@ class McpEndpoint:
         self.bus = InMemorySubscriptionBus()
         self.listen = ListenHandler(self.bus)
         self._legacy_connections: set[Connection] = set()
+        self._page_size = gateway.runtime.settings.list_page_size
         catalogue = gateway.catalogue
         self.server = _GatewayServer(
             "tollgate",
@@ -179,7 +181,11 @@ class McpEndpoint:
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         _caller()
-        return self.gateway.catalogue.tools_result()
+        result = self.gateway.catalogue.tools_result()
+        if len(result.tools) <= self._page_size and not (params and params.cursor):
+            return result  # built once per change: the common case copies nothing
+        tools, after = page(result.tools, params, self._page_size, "tools")
+        return types.ListToolsResult(tools=tools, next_cursor=after)
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
@@ -199,15 +205,17 @@ class McpEndpoint:
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         _caller()
-        return types.ListResourcesResult(resources=self.gateway.catalogue.resources())
+        found = self.gateway.catalogue.resources()
+        resources, after = page(found, params, self._page_size, "resources")
+        return types.ListResourcesResult(resources=resources, next_cursor=after)
 
     async def _list_resource_templates(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
         _caller()
-        return types.ListResourceTemplatesResult(
-            resource_templates=self.gateway.catalogue.resource_templates()
-        )
+        found = self.gateway.catalogue.resource_templates()
+        templates, after = page(found, params, self._page_size, "resource_templates")
+        return types.ListResourceTemplatesResult(resource_templates=templates, next_cursor=after)
 
     async def _read_resource(
         self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
@@ -219,7 +227,9 @@ class McpEndpoint:
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
         _caller()
-        return types.ListPromptsResult(prompts=self.gateway.catalogue.prompts())
+        found = self.gateway.catalogue.prompts()
+        prompts, after = page(found, params, self._page_size, "prompts")
+        return types.ListPromptsResult(prompts=prompts, next_cursor=after)
 
     async def _get_prompt(
         self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
