@@ -66,17 +66,22 @@ class CallMeter:
         """Record the reserved call's outcome and charge it unless refunded (a backend
         failure, or cancelled); True once durable (or at once, queued, when not waiting for
         records). Nothing is charged when it is not."""
-        reservation = self._open.pop(request_id)
-        outcome = CallOutcome(
-            request_id=request_id,
-            success=success,
-            is_backend_error=is_backend_error,
-            error_code=error_code,
-            latency_ms=latency_ms,
-            cancelled=cancelled,
+        return await self.settle_outcome(
+            CallOutcome(
+                request_id=request_id,
+                success=success,
+                is_backend_error=is_backend_error,
+                error_code=error_code,
+                latency_ms=latency_ms,
+                cancelled=cancelled,
+            )
         )
+
+    async def settle_outcome(self, outcome: CallOutcome) -> bool:
+        """:meth:`settle` for an outcome already built."""
+        reservation = self._open.pop(outcome.request_id)
         record = CallRecord(
-            request_id=request_id,
+            request_id=outcome.request_id,
             account_id=reservation.account_id,
             tool_name=reservation.tool_name,
             upstream=reservation.upstream,
@@ -84,7 +89,7 @@ class CallMeter:
             instance_id=self.holds.instance_id,
             outcome=outcome,
         )
-        if not self.wait_for_record and not cancelled:
+        if not self.wait_for_record and not outcome.cancelled:
             task = asyncio.create_task(self._record(record))
             self._recording.add(task)
             task.add_done_callback(self._recording.discard)

@@ -371,14 +371,7 @@ class Gateway:
             latency_ms=round(latency_ms, 3),
             cancelled=cancelled,
         )
-        if not await self.meter.settle(
-            call.request_id,
-            success=success,
-            is_backend_error=backend,
-            error_code=error_code,
-            latency_ms=outcome.latency_ms,
-            cancelled=cancelled,
-        ):
+        if not await self.meter.settle_outcome(outcome):
             logger.error("call %s answered without its record (not charged)", call.request_id)
         self.observers.emit(
             ToolCallEvent(
