@@ -73,6 +73,19 @@ class ToolCall:
     """Relays the upstream's progress notifications to the caller (who asked for them)."""
 
 
+Reference = types.PromptReference | types.ResourceTemplateReference
+
+
+def _upstream_reference(ref: Reference) -> tuple[str, Reference] | None:
+    """The upstream a completion reference names, and the reference as that upstream knows
+    it; None when it names no upstream."""
+    if isinstance(ref, types.PromptReference):
+        parts = naming.split(ref.name)
+        return (parts[0], ref.model_copy(update={"name": parts[1]})) if parts else None
+    parts = naming.split_resource_uri(ref.uri)
+    return (parts[0], ref.model_copy(update={"uri": parts[1]})) if parts else None
+
+
 def changed_kinds(before: UpstreamListing, after: UpstreamListing) -> list[str]:
     """Which lists (``tools``, ``resources``, ``prompts``) differ between two listings of an
     upstream: what its clients are told changed."""
@@ -466,20 +479,11 @@ class Gateway:
     async def complete(self, params: types.CompleteRequestParams) -> types.CompleteResult:
         """Completions for an argument of a prompt or resource template, from its upstream
         (none when the upstream offers no completions)."""
-        ref = params.ref
-        if isinstance(ref, types.PromptReference):
-            parts = naming.split(ref.name)
-            original: types.PromptReference | types.ResourceTemplateReference | None = (
-                ref.model_copy(update={"name": parts[1]}) if parts else None
-            )
-        else:
-            parts = naming.split_resource_uri(ref.uri)
-            original = ref.model_copy(update={"uri": parts[1]}) if parts else None
-        connection = self.pool.shared(parts[0]) if parts else None
-        if parts is None or original is None or connection is None:
+        found = _upstream_reference(params.ref)
+        connection = self.pool.shared(found[0]) if found else None
+        if found is None or connection is None or not self.catalogue.is_visible(found[0]):
             raise MCPError(types.INVALID_PARAMS, "Unknown prompt or resource template")
-        if not self.catalogue.is_visible(parts[0]):
-            raise MCPError(types.INVALID_PARAMS, "Unknown prompt or resource template")
+        original = found[1]
         context = params.context.arguments if params.context is not None else None
         argument = {"name": params.argument.name, "value": params.argument.value}
         try:
