@@ -30,7 +30,8 @@ BATCH_WINDOW_SECONDS = 0.0
 batch is what queued while the previous one was written (a group commit)."""
 
 RETRY_DELAYS_SECONDS = (0.1, 0.5, 2.0)
-"""A failed batch is retried after these pauses; then its calls stay pending for recovery."""
+"""A failed batch is retried after these pauses; then its calls are given up on (neither
+recorded nor charged)."""
 
 Queued = tuple[CallRecord, "asyncio.Future[bool]"]
 

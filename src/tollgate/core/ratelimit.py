@@ -40,7 +40,7 @@ class RateLimiter:
         self._windows: dict[tuple[str, int, int], _Window] = {}
         self._sync: asyncio.Task[None] | None = None
 
-    def hit(self, key: str, limit: int, window_seconds: int) -> float | None:
+    def hit(self, key: str, limit: int, window_seconds: int) -> int | None:
         """Count one hit for ``key``: None when allowed, else the seconds until the current
         window ends (when the client may try again)."""
         now = time.time()
