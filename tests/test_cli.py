@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from tests.broker.factories import jira, lease, mcp_headers, person, personal_integration
 from tests.conftest import JWT_SECRET, auth, bearer, make_user
 from tollgate import __version__
-from tollgate.cli import UPSTREAM_COLUMNS
+from tollgate.cli import SERVER_COLUMNS, UPSTREAM_COLUMNS
 from tollgate.core.crypto import Keyring, generate_key_spec
 from tollgate.core.database import Base, transaction
 from tollgate.core.encrypted import (
@@ -370,3 +370,33 @@ async def test_upstream_list_prints_a_table_with_headers(
         ["local", "stdio", "/usr/bin/python3", "0", "1 credits", "yes"],
     ]
     assert cells[1][3] == "unknown"
+
+
+async def test_server_add_list_and_remove_a_virtual_server(
+    runtime: Runtime, database_url: str, tmp_path: Path
+) -> None:
+    env = cli_env(tmp_path / "cli", database_url)
+    async with transaction(runtime.sessions) as session:
+        body = UpstreamCreate(name="everything", url="http://127.0.0.1:3001/mcp")
+        await upstream_service.create(session, runtime.keyring, body)
+
+    empty = await tollgate("server", "list", env=env, cwd=tmp_path)
+    added = await tollgate(
+        "server", "add", "plain", "--tool", "everything__*", "--no-prefixed", env=env, cwd=tmp_path
+    )
+    unknown = await tollgate("server", "add", "bad", "--tool", "nowhere__x", env=env, cwd=tmp_path)
+    listed = await tollgate("server", "list", env=env, cwd=tmp_path)
+    removed = await tollgate("server", "remove", "plain", env=env, cwd=tmp_path)
+    after = await tollgate("server", "list", env=env, cwd=tmp_path)
+
+    assert empty.out.startswith("no virtual servers yet")
+    assert added.code == 0, added.output
+    assert added.out.strip() == "plain: served at /servers/plain/mcp"
+    assert (unknown.code, unknown.err.strip()) == (1, "error: No upstream named nowhere")
+    header, row = listed.out.splitlines()
+    assert header.split() == list(SERVER_COLUMNS)
+    assert row.split() == [
+        "plain", "/servers/plain/mcp", "everything__*", "-", "-", "original", "everyone", "yes"
+    ]  # fmt: skip
+    assert removed.code == 0, removed.output
+    assert after.out.startswith("no virtual servers yet")

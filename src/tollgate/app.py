@@ -40,7 +40,8 @@ from tollgate.data.tools import data_server
 from tollgate.gateway import routes as gateway_routes
 from tollgate.gateway.addresses import identity_extension, public_base_url
 from tollgate.gateway.hub import Gateway
-from tollgate.gateway.server import PROTECTED_RESOURCE_PATH, BearerGate, McpEndpoint
+from tollgate.gateway.server import MCP_PATH, PROTECTED_RESOURCE_ROOT, BearerGate, McpEndpoint
+from tollgate.gateway.servers import SERVERS_PATH_PREFIX, server_of_path
 from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
 from tollgate.identity import routes as identity_routes
 from tollgate.identity.credentials import Credentials
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             credentials,
             keys,
             lambda scope: _resource_metadata_url(settings, scope),
+            gateway,
         ),
         endpoint.server.session_manager,
         runtime.cache,
@@ -163,7 +165,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     install_error_handlers(app)
     # /mcp skips the route table (it is matched last, after every API route); added first,
     # this sits inside the body limit.
-    app.add_middleware(PathShortcut, paths=MCP_PATHS, target=session_router)
+    app.add_middleware(
+        PathShortcut, paths=MCP_PATHS, target=session_router, prefix=SERVERS_PATH_PREFIX
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(identity_routes.auth_router, responses=error_responses(401, 422))
@@ -181,6 +185,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         organization_routes.organizations_router,
         organization_routes.invitations_router,
         gateway_routes.router,
+        gateway_routes.servers_router,
     ):
         app.include_router(router, responses=error_responses(*COMMON_ERRORS))
     app.include_router(gateway_routes.metadata_router)
@@ -231,9 +236,12 @@ def _schedule_jobs(scheduler: Scheduler, runtime: Runtime) -> None:
 
 
 def _resource_metadata_url(settings: Settings, scope: Scope) -> str:
-    """Where ``/mcp``'s protected-resource metadata is: under the public URL, or the base the
-    client addressed when its ``Host`` is an allowed one (never a forged host)."""
-    return f"{public_base_url(settings, scope)}{PROTECTED_RESOURCE_PATH}"
+    """Where the protected-resource metadata of the requested MCP path (``/mcp`` or a
+    virtual server's) is: under the public URL, or the base the client addressed when its
+    ``Host`` is an allowed one (never a forged host)."""
+    path = scope["path"].rstrip("/")
+    suffix = path if server_of_path(path) else MCP_PATH
+    return f"{public_base_url(settings, scope)}{PROTECTED_RESOURCE_ROOT}{suffix}"
 
 
 def app_factory() -> FastAPI:

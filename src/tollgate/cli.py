@@ -30,11 +30,13 @@ from tollgate.core.settings import (
     write_secrets_file,
 )
 from tollgate.data.demo import create_helpdesk
+from tollgate.data.tools import UPSTREAM_NAME as DATA_UPSTREAM
 from tollgate.gateway import admin as upstream_admin
+from tollgate.gateway import servers as virtual_servers
 from tollgate.gateway import service as upstream_service
 from tollgate.gateway.catalogue import UpstreamListing
 from tollgate.gateway.guards import UpstreamIsSelf, check_upstream_url
-from tollgate.gateway.schemas import UpstreamCreate
+from tollgate.gateway.schemas import UpstreamCreate, VirtualServerCreate
 from tollgate.identity import service as users
 from tollgate.identity.models import Role
 from tollgate.migrate import upgrade_to_head
@@ -45,6 +47,10 @@ token_app = typer.Typer(help="Access tokens for MCP servers.", no_args_is_help=T
 app.add_typer(token_app, name="token")
 upstream_app = typer.Typer(help="Upstream MCP servers behind /mcp.", no_args_is_help=True)
 app.add_typer(upstream_app, name="upstream")
+server_app = typer.Typer(
+    help="Virtual servers: curated tool sets at /servers/<name>/mcp.", no_args_is_help=True
+)
+app.add_typer(server_app, name="server")
 
 T = TypeVar("T")
 
@@ -433,6 +439,103 @@ def upstream_remove(name: Annotated[str, typer.Argument()]) -> None:
     async def work(runtime: Runtime) -> None:
         async with transaction(runtime.sessions) as session:
             await upstream_service.delete(session, await upstream_service.get(session, name))
+
+    _with_runtime(settings, work)
+    typer.echo(f"removed {name}")
+
+
+Items = Annotated[list[str] | None, typer.Option(help="<upstream>__<name> or <upstream>__*")]
+
+
+@server_app.command("add")
+def server_add(
+    name: Annotated[str, typer.Argument(help="Slug; served at /servers/<name>/mcp")],
+    tool: Items = None,
+    resource: Items = None,
+    prompt: Items = None,
+    prefixed: Annotated[
+        bool, typer.Option(help="--no-prefixed: original names (items of one upstream only)")
+    ] = True,
+    allow_user: Annotated[
+        list[int] | None, typer.Option(help="Only these user ids (repeat); default: everyone")
+    ] = None,
+    allow_org: Annotated[
+        list[int] | None, typer.Option(help="And members of these organization ids (repeat)")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="A name for people")] = None,
+) -> None:
+    """Define a virtual server (a running server serves it at its next sync)."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+    try:
+        body = VirtualServerCreate(
+            name=name,
+            title=title,
+            tools=tool or [],
+            resources=resource or [],
+            prompts=prompt or [],
+            prefixed=prefixed,
+            allowed_users=allow_user or [],
+            allowed_organizations=allow_org or [],
+        )
+    except ValidationError as exc:
+        typer.echo(f"error: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(1) from exc
+
+    async def work(runtime: Runtime) -> None:
+        async with transaction(runtime.sessions) as session:
+            known = {u.name for u in await upstream_service.list_all(session)}
+            row = await virtual_servers.create(session, body)
+            builtin = {DATA_UPSTREAM} if settings.mcp_enabled else set()
+            virtual_servers.check(virtual_servers.spec_of(row), known | builtin)
+
+    _with_runtime(settings, work)
+    typer.echo(f"{name}: served at {virtual_servers.path_of(name)}")
+
+
+SERVER_COLUMNS = ("NAME", "PATH", "TOOLS", "RESOURCES", "PROMPTS", "NAMES", "ACCESS", "ENABLED")
+"""The columns of ``tollgate server list``."""
+
+
+@server_app.command("list")
+def server_list() -> None:
+    """List the virtual servers with what they select."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+
+    async def work(runtime: Runtime) -> list[tuple[str, ...]]:
+        async with runtime.sessions() as session:
+            rows = await virtual_servers.list_all(session)
+        return [
+            (
+                row.name,
+                virtual_servers.path_of(row.name),
+                ",".join(row.tools) or "-",
+                ",".join(row.resources) or "-",
+                ",".join(row.prompts) or "-",
+                "prefixed" if row.prefixed else "original",
+                "restricted" if row.allowed_users or row.allowed_organizations else "everyone",
+                "yes" if row.enabled else "no",
+            )
+            for row in rows
+        ]
+
+    rows = _with_runtime(settings, work)
+    if not rows:
+        typer.echo("no virtual servers yet: add one with `tollgate server add NAME --tool X`")
+        return
+    typer.echo(table(SERVER_COLUMNS, rows))
+
+
+@server_app.command("remove")
+def server_remove(name: Annotated[str, typer.Argument()]) -> None:
+    """Remove a virtual server (a running server stops serving it at its next sync)."""
+    settings = _settings()
+    upgrade_to_head(settings.resolved_database_url)
+
+    async def work(runtime: Runtime) -> None:
+        async with transaction(runtime.sessions) as session:
+            await virtual_servers.delete(session, await virtual_servers.get(session, name))
 
     _with_runtime(settings, work)
     typer.echo(f"removed {name}")

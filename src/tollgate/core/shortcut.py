@@ -10,15 +10,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class PathShortcut:
-    """Requests for ``paths`` go to ``target``; everything else (lifespan too) to ``app``."""
+    """Requests for ``paths`` (or under ``prefix``) go to ``target``; everything else
+    (lifespan too) to ``app``."""
 
-    def __init__(self, app: ASGIApp, *, paths: frozenset[str], target: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, *, paths: frozenset[str], target: ASGIApp, prefix: str | None = None
+    ) -> None:
         self.app = app
         self.paths = paths
         self.target = target
+        self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (
+            path in self.paths or (self.prefix is not None and path.startswith(self.prefix))
+        ):
             await self.target(scope, receive, send)
             return
         await self.app(scope, receive, send)

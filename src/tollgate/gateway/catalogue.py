@@ -86,6 +86,8 @@ class Catalogue:
         self._upstreams = upstreams
         self._tools: dict[str, ToolEntry] = {}
         self._tools_result: types.ListToolsResult = types.ListToolsResult(tools=[])
+        self.version = 0
+        """Counts the rebuilds, so views built from the catalogue know when to rebuild."""
 
     def set_listing(self, upstream: str, listing: UpstreamListing) -> None:
         """Replace what ``upstream`` offers."""
@@ -140,6 +142,7 @@ class Catalogue:
                     )
         self._tools = tools
         self._tools_result = types.ListToolsResult(tools=[e.tool for e in tools.values()])
+        self.version += 1
 
     def tool(self, gateway_name: str) -> ToolEntry | None:
         """The routed tool called ``gateway_name``, if offered now."""

@@ -34,13 +34,14 @@ from tollgate.core.errors import Forbidden, InsufficientCredits, NotFound
 from tollgate.core.events import Observers, ToolCallEvent
 from tollgate.core.ratelimit import RateLimiter
 from tollgate.core.runtime import Runtime
-from tollgate.gateway import naming, service
+from tollgate.gateway import naming, servers, service
 from tollgate.gateway.addresses import gateway_id
 from tollgate.gateway.catalogue import Catalogue, ToolEntry, UpstreamListing, UpstreamPolicy
 from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
 from tollgate.gateway.models import AuthMode, Upstream, UpstreamState
 from tollgate.gateway.pool import ConnectionPool
 from tollgate.gateway.upstreams import NO_AUTH, UpstreamAuth, Upstreams
+from tollgate.gateway.views import ServerSpec, View
 from tollgate.identity.credentials import AccountKeyCaller
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,31 @@ class Gateway:
         )
         self.observers = Observers()
         self._notifiers: list[Notifier] = []
+        self.root = View(self.catalogue)
+        """``/mcp``: every tool, resource and prompt, under gateway names."""
+        self._views: dict[str, View] = {}
+
+    def view(self, server: str) -> View | None:
+        """What the virtual server ``server`` serves now; None if there is no such enabled
+        server."""
+        found = self._views.get(server)
+        return found if found is not None and found.spec and found.spec.enabled else None
+
+    def servers(self) -> list[ServerSpec]:
+        """Every virtual server this process serves, by name."""
+        return [v.spec for _, v in sorted(self._views.items()) if v.spec is not None]
+
+    def _apply_servers(self, specs: list[ServerSpec]) -> bool:
+        """Serve exactly ``specs``; whether anything changed."""
+        wanted = {spec.name: spec for spec in specs}
+        current = {name: view.spec for name, view in self._views.items()}
+        if wanted == current:
+            return False
+        self._views = {
+            name: self._views[name] if current.get(name) == spec else View(self.catalogue, spec)
+            for name, spec in wanted.items()
+        }
+        return True
 
     def on_change(self, notifier: Notifier) -> None:
         """Call ``notifier(kind)`` when the tools, resources or prompts offered change."""
@@ -176,6 +202,7 @@ class Gateway:
         offered = self.catalogue.tools_result().tools
         async with self.runtime.sessions() as session:
             rows = list(await service.list_all(session))
+            virtual = [servers.spec_of(row) for row in await servers.list_all(session)]
         seen = set()
         for row in rows:
             seen.add(row.name)
@@ -187,7 +214,10 @@ class Gateway:
         ]
         for name in gone:
             self.forget(name)
-        if self.catalogue.tools_result().tools != offered:
+        if self._apply_servers(virtual):
+            for kind in ("tools", "resources", "prompts"):
+                await self._notify(kind)
+        elif self.catalogue.tools_result().tools != offered:
             await self._notify("tools")
 
     def _apply(self, row: Upstream) -> None:

@@ -66,3 +66,26 @@ class Upstream(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, server_default=utcnow(), onupdate=utcnow()
     )
+
+
+class VirtualServer(Base):
+    """A curated MCP server: chosen tools, resources and prompts of any upstreams, served at
+    ``/servers/<name>/mcp``."""
+
+    __tablename__ = "virtual_servers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(String(2000))
+    tools: Mapped[list[str]] = mapped_column(JSON, default=list)
+    resources: Mapped[list[str]] = mapped_column(JSON, default=list)
+    prompts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    prefixed: Mapped[bool] = mapped_column(Boolean, default=True)
+    allowed_users: Mapped[list[int]] = mapped_column(JSON, default=list)
+    allowed_organizations: Mapped[list[int]] = mapped_column(JSON, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=utcnow())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=utcnow(), onupdate=utcnow()
+    )

@@ -1,4 +1,5 @@
-"""Upstream administration (``/api/v1/upstreams``) and the ``/mcp`` resource metadata."""
+"""Upstream and virtual server administration (``/api/v1/upstreams``, ``/api/v1/servers``)
+and the protected-resource metadata of ``/mcp`` and each virtual server."""
 
 from __future__ import annotations
 
@@ -7,19 +8,30 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from tollgate.core.deps import RuntimeDep
+from tollgate.core.errors import NotFound
 from tollgate.core.state import component
-from tollgate.gateway import admin
+from tollgate.gateway import admin, server_admin
 from tollgate.gateway.addresses import public_base_url
 from tollgate.gateway.hub import Gateway
-from tollgate.gateway.schemas import UpstreamCreate, UpstreamOut, UpstreamUpdate
-from tollgate.gateway.server import MCP_PATH
+from tollgate.gateway.schemas import (
+    UpstreamCreate,
+    UpstreamOut,
+    UpstreamUpdate,
+    VirtualServerCreate,
+    VirtualServerFields,
+    VirtualServerOut,
+)
+from tollgate.gateway.server import MCP_PATH, PROTECTED_RESOURCE_ROOT
+from tollgate.gateway.servers import path_of
 from tollgate.identity.deps import require
 from tollgate.identity.models import User
 
 router = APIRouter(prefix="/api/v1/upstreams", tags=["upstreams"])
+servers_router = APIRouter(prefix="/api/v1/servers", tags=["virtual servers"])
 metadata_router = APIRouter(tags=["mcp"])
 
 UpstreamsAdmin = Annotated[User, Depends(require("upstreams.manage"))]
+ServersAdmin = Annotated[User, Depends(require("servers.manage"))]
 Name = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
 
@@ -33,17 +45,33 @@ def served_at(request: Request) -> tuple[str, int] | None:
     return (str(server[0]), int(server[1])) if server and server[1] else None
 
 
-@metadata_router.get("/.well-known/oauth-protected-resource/mcp")
+def _resource_metadata(base: str, path: str, name: str) -> dict[str, Any]:
+    return {
+        "resource": f"{base}{path}",
+        "authorization_servers": [base],
+        "bearer_methods_supported": ["header"],
+        "resource_name": name,
+        "resource_documentation": f"{base}/api/v1/docs",
+    }
+
+
+@metadata_router.get(f"{PROTECTED_RESOURCE_ROOT}{MCP_PATH}")
 async def protected_resource_metadata(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     """RFC 9728 metadata of the ``/mcp`` resource. Public."""
     base = public_base_url(runtime.settings, request.scope)
-    return {
-        "resource": f"{base}{MCP_PATH}",
-        "authorization_servers": [base],
-        "bearer_methods_supported": ["header"],
-        "resource_name": "Tollgate MCP gateway",
-        "resource_documentation": f"{base}/api/v1/docs",
-    }
+    return _resource_metadata(base, MCP_PATH, "Tollgate MCP gateway")
+
+
+@metadata_router.get(PROTECTED_RESOURCE_ROOT + "/servers/{name}/mcp")
+async def server_resource_metadata(
+    name: Name, request: Request, runtime: RuntimeDep, gateway: GatewayDep
+) -> dict[str, Any]:
+    """RFC 9728 metadata of a virtual server's MCP resource. Public."""
+    view = gateway.view(name)
+    if view is None or view.spec is None:
+        raise NotFound(f"No virtual server named {name}", code="server_not_found")
+    base = public_base_url(runtime.settings, request.scope)
+    return _resource_metadata(base, path_of(name), view.spec.title or f"Tollgate: {name}")
 
 
 @router.get("", response_model=list[UpstreamOut])
@@ -106,4 +134,50 @@ async def remove_upstream(
 ) -> Response:
     """Remove an upstream and close its sessions. Needs ``upstreams.manage``."""
     await admin.remove(runtime, gateway, name)
+    return Response(status_code=204)
+
+
+@servers_router.get("", response_model=list[VirtualServerOut])
+async def list_servers(
+    _: ServersAdmin, runtime: RuntimeDep, gateway: GatewayDep
+) -> list[VirtualServerOut]:
+    """Every virtual server. Needs ``servers.manage``."""
+    return await server_admin.describe_all(runtime, gateway)
+
+
+@servers_router.post("", response_model=VirtualServerOut, status_code=201)
+async def add_server(
+    body: VirtualServerCreate, _: ServersAdmin, runtime: RuntimeDep, gateway: GatewayDep
+) -> VirtualServerOut:
+    """Define a virtual server, served at ``/servers/<name>/mcp`` at once. Needs
+    ``servers.manage``."""
+    return await server_admin.create(runtime, gateway, body)
+
+
+@servers_router.get("/{name}", response_model=VirtualServerOut)
+async def read_server(
+    name: Name, _: ServersAdmin, runtime: RuntimeDep, gateway: GatewayDep
+) -> VirtualServerOut:
+    """One virtual server. Needs ``servers.manage``."""
+    return await server_admin.read(runtime, gateway, name)
+
+
+@servers_router.patch("/{name}", response_model=VirtualServerOut)
+async def update_server(
+    name: Name,
+    body: VirtualServerFields,
+    _: ServersAdmin,
+    runtime: RuntimeDep,
+    gateway: GatewayDep,
+) -> VirtualServerOut:
+    """Change what a virtual server offers, or to whom. Needs ``servers.manage``."""
+    return await server_admin.change(runtime, gateway, name, body)
+
+
+@servers_router.delete("/{name}", status_code=204)
+async def remove_server(
+    name: Name, _: ServersAdmin, runtime: RuntimeDep, gateway: GatewayDep
+) -> Response:
+    """Delete a virtual server. Needs ``servers.manage``."""
+    await server_admin.remove(runtime, gateway, name)
     return Response(status_code=204)

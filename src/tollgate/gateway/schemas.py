@@ -136,3 +136,62 @@ class UpstreamOut(BaseModel):
     resources: int
     prompts: int
     created_at: datetime
+
+
+ItemPattern = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        max_length=240,
+        pattern=r"^[a-z][a-z0-9-]{0,31}__(\*|[^\s*]\S{0,199})$",
+    ),
+]
+"""``<upstream>__<name>`` (one item, under its gateway name) or ``<upstream>__*`` (all of it)."""
+
+MAX_ITEMS = 1000
+"""Items one virtual server may list per kind (a tool list a client can still read)."""
+
+
+class VirtualServerFields(BaseModel):
+    """What a virtual server offers and to whom; omitted fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[str, StringConstraints(max_length=200)] | None = None
+    description: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    tools: list[ItemPattern] | None = Field(default=None, max_length=MAX_ITEMS)
+    resources: list[ItemPattern] | None = Field(default=None, max_length=MAX_ITEMS)
+    prompts: list[ItemPattern] | None = Field(default=None, max_length=MAX_ITEMS)
+    prefixed: bool | None = None
+    allowed_users: list[Annotated[int, Field(gt=0)]] | None = Field(default=None, max_length=10000)
+    allowed_organizations: list[Annotated[int, Field(gt=0)]] | None = Field(
+        default=None, max_length=10000
+    )
+    enabled: bool | None = None
+
+
+class VirtualServerCreate(VirtualServerFields):
+    """A new virtual server: its name is its path, ``/servers/<name>/mcp``."""
+
+    name: UpstreamName
+
+
+class VirtualServerOut(BaseModel):
+    """A virtual server as admins see it."""
+
+    id: int
+    name: str
+    path: str
+    title: str | None
+    description: str | None
+    tools: list[str]
+    resources: list[str]
+    prompts: list[str]
+    prefixed: bool
+    allowed_users: list[int]
+    allowed_organizations: list[int]
+    enabled: bool
+    offered_tools: list[str]
+    """The names its clients see in ``tools/list`` now (what the patterns match)."""
+    created_at: datetime
+    updated_at: datetime

@@ -36,9 +36,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate import __version__
 from tollgate.accounts.keys import KeyStore
-from tollgate.core.errors import Unauthorized, bearer_refusal, not_found_response
+from tollgate.core.errors import (
+    Unauthorized,
+    bearer_refusal,
+    error_response,
+    not_found_response,
+)
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.pages import page
+from tollgate.gateway.servers import Memberships, server_of_path
+from tollgate.gateway.views import View
 from tollgate.identity.credentials import (
     ACCOUNT_KEY_ONLY,
     ACCOUNT_KEY_PREFIX,
@@ -51,7 +58,8 @@ logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
 
-PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource/mcp"
+PROTECTED_RESOURCE_ROOT = "/.well-known/oauth-protected-resource"
+"""RFC 9728: a resource's metadata is at this root followed by the resource's path."""
 
 KEY_REQUIRED = f"An active Tollgate account key ({ACCOUNT_KEY_PREFIX}...) is required"
 """Why ``/mcp`` refused a request (an access token is told so by name instead)."""
@@ -59,6 +67,12 @@ KEY_REQUIRED = f"An active Tollgate account key ({ACCOUNT_KEY_PREFIX}...) is req
 current_caller: contextvars.ContextVar[AccountKeyCaller | None] = contextvars.ContextVar(
     "tollgate_mcp_caller", default=None
 )
+current_view: contextvars.ContextVar[View | None] = contextvars.ContextVar(
+    "tollgate_mcp_view", default=None
+)
+"""What the request's path serves (a virtual server); None is ``/mcp`` itself."""
+
+SERVER_FORBIDDEN = "This account may not use this virtual server"
 
 R = TypeVar("R")
 
@@ -113,7 +127,6 @@ class McpEndpoint:
         self.listen = ListenHandler(self.bus)
         self._legacy_connections: set[Connection] = set()
         self._page_size = gateway.runtime.settings.list_page_size
-        catalogue = gateway.catalogue
         self.server = _GatewayServer(
             "tollgate",
             version=__version__,
@@ -128,7 +141,7 @@ class McpEndpoint:
             on_get_prompt=_guarded(self._get_prompt),
             on_completion=_guarded(self._complete),
             on_subscriptions_listen=self.listen,
-            get_tool_input_schema=catalogue.input_schema,
+            get_tool_input_schema=lambda name: self._view().input_schema(name),
         )
         self.server.middleware.append(self._track_legacy_sessions)
         gateway.on_change(self.notify_changed)
@@ -177,11 +190,14 @@ class McpEndpoint:
             else:
                 await connection.send_resource_list_changed()
 
+    def _view(self) -> View:
+        return current_view.get() or self.gateway.root
+
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         _caller()
-        result = self.gateway.catalogue.tools_result()
+        result = self._view().tools_result()
         if len(result.tools) <= self._page_size and not (params and params.cursor):
             return result  # built once per change: the common case copies nothing
         tools, after = page(result.tools, params, self._page_size, "tools")
@@ -192,9 +208,13 @@ class McpEndpoint:
     ) -> types.CallToolResult:
         request = ctx.request
         session_id = request.headers.get("mcp-session-id") if request is not None else None
+        caller = _caller()
+        name = self._view().tool_name(params.name)
+        if name is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
         return await self.gateway.call_tool(
-            _caller(),
-            params.name,
+            caller,
+            name,
             params.arguments,
             protocol_version=ctx.protocol_version,
             session_id=session_id,
@@ -205,7 +225,7 @@ class McpEndpoint:
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         _caller()
-        found = self.gateway.catalogue.resources()
+        found = self._view().resources()
         resources, after = page(found, params, self._page_size, "resources")
         return types.ListResourcesResult(resources=resources, next_cursor=after)
 
@@ -213,7 +233,7 @@ class McpEndpoint:
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
         _caller()
-        found = self.gateway.catalogue.resource_templates()
+        found = self._view().resource_templates()
         templates, after = page(found, params, self._page_size, "resource_templates")
         return types.ListResourceTemplatesResult(resource_templates=templates, next_cursor=after)
 
@@ -221,13 +241,22 @@ class McpEndpoint:
         self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         _caller()
-        return await self.gateway.read_resource(str(params.uri))
+        view = self._view()
+        uri = view.resource_uri(str(params.uri))
+        if uri is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {params.uri}")
+        result = await self.gateway.read_resource(uri)
+        if view.spec is not None and not view.spec.prefixed:
+            result.contents = [
+                c.model_copy(update={"uri": view.shown_uri(str(c.uri))}) for c in result.contents
+            ]
+        return result
 
     async def _list_prompts(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
         _caller()
-        found = self.gateway.catalogue.prompts()
+        found = self._view().prompts()
         prompts, after = page(found, params, self._page_size, "prompts")
         return types.ListPromptsResult(prompts=prompts, next_cursor=after)
 
@@ -235,21 +264,28 @@ class McpEndpoint:
         self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
         _caller()
-        return await self.gateway.get_prompt(params.name, params.arguments)
+        name = self._view().prompt_name(params.name)
+        if name is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
+        return await self.gateway.get_prompt(name, params.arguments)
 
     async def _complete(
         self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams
     ) -> types.CompleteResult:
         _caller()
-        return await self.gateway.complete(params)
+        reference = self._view().reference(params.ref)
+        if reference is None:
+            raise MCPError(types.INVALID_PARAMS, "Unknown prompt or resource template")
+        return await self.gateway.complete(params.model_copy(update={"ref": reference}))
 
 
 class BearerGate:
-    """ASGI wrapper that admits ``/mcp`` requests only with an active account key.
+    """ASGI wrapper that admits ``/mcp`` and ``/servers/<name>/mcp`` requests only with an
+    active account key (and, on a restricted virtual server, an admitted account).
 
     The key itself is never passed on: upstream calls carry Tollgate's or the user's own
-    credentials. Sessions are bound to the key's account, so another account cannot reuse
-    a session id.
+    credentials. Sessions are bound to the key's account and to the path they were opened
+    on, so neither another account nor another virtual server can reuse a session id.
     """
 
     def __init__(
@@ -258,42 +294,62 @@ class BearerGate:
         credentials: Credentials,
         keys: KeyStore,
         resource_metadata_url: Callable[[Scope], str],
+        gateway: Gateway,
     ):
         self.app = app
         self.credentials = credentials
         self.keys = keys
         self.resource_metadata_url = resource_metadata_url
+        self.gateway = gateway
+        self.memberships = Memberships(gateway.runtime.sessions)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["path"].rstrip("/") != MCP_PATH:
+        path = scope["path"].rstrip("/")
+        server = server_of_path(path)
+        view = self.gateway.view(server) if server is not None else None
+        if view is None and path != MCP_PATH:
             await not_found_response()(scope, receive, send)
             return
-        token = _bearer(scope)
-        if not token:
-            await self._refuse(scope, receive, send, "invalid_request")
+        caller = await self._admit(scope, receive, send)
+        if caller is None:
             return
-        try:
-            caller = await self._authenticate(token)
-        except WrongKind as wrong:
-            await self._refuse(scope, receive, send, "invalid_token", wrong.message)
-            return
-        except Unauthorized:
-            await self._refuse(scope, receive, send, "invalid_token")
-            return
+        if view is not None and view.spec is not None:
+            if not await self.memberships.admitted(view.spec, caller.user_id):
+                await error_response(403, "server_forbidden", SERVER_FORBIDDEN)(
+                    scope, receive, send
+                )
+                return
+            # The SDK serves one path; the view tells the handlers what this one offers.
+            scope = {**scope, "path": MCP_PATH, "raw_path": MCP_PATH.encode()}
+        principal = f"{caller.account_id}@{server}" if server else str(caller.account_id)
         scope.setdefault("state", {})["caller"] = caller
         scope["user"] = AuthenticatedUser(
-            AccessToken(
-                token=f"account:{caller.account_id}", client_id=str(caller.account_id), scopes=[]
-            )
+            AccessToken(token=f"account:{principal}", client_id=principal, scopes=[])
         )
-        reset = current_caller.set(caller)
+        reset_caller = current_caller.set(caller)
+        reset_view = current_view.set(view)
         try:
             await self.app(scope, receive, send)
         finally:
-            current_caller.reset(reset)
+            current_view.reset(reset_view)
+            current_caller.reset(reset_caller)
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> AccountKeyCaller | None:
+        """The caller behind the request's key; None once a refusal was sent."""
+        token = _bearer(scope)
+        if not token:
+            await self._refuse(scope, receive, send, "invalid_request")
+            return None
+        try:
+            return await self._authenticate(token)
+        except WrongKind as wrong:
+            await self._refuse(scope, receive, send, "invalid_token", wrong.message)
+        except Unauthorized:
+            await self._refuse(scope, receive, send, "invalid_token")
+        return None
 
     async def _authenticate(self, token: str) -> AccountKeyCaller:
         """The account behind an active key; Unauthorized (WrongKind for an access token)."""

@@ -35,9 +35,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tollgate.core.cache import Cache
 from tollgate.core.errors import JSONRPC_INVALID_REQUEST, jsonrpc_error_response
 from tollgate.core.settings import Settings
+from tollgate.gateway.servers import server_of_path
 
 MCP_PATH = "/mcp"
-"""The only path whose requests are routed (the endpoint of ``gateway.server``)."""
+"""The endpoint of ``gateway.server``; virtual servers' paths are routed the same way."""
+
+
+def _routed(path: str) -> bool:
+    return path == MCP_PATH or server_of_path(path) is not None
+
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +115,7 @@ class SessionRouter:
         return session_id in self.manager._server_instances
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.internal_url is None or scope["path"] != MCP_PATH:
+        if scope["type"] != "http" or self.internal_url is None or not _routed(scope["path"]):
             await self.app(scope, receive, send)
             return
         version = _header(scope, _PROTOCOL_VERSION_HEADER)

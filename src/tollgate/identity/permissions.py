@@ -26,6 +26,7 @@ ADMIN_PERMISSIONS: Final = USER_PERMISSIONS | frozenset(
         "analytics.write",
         "audit.read",
         "upstreams.manage",
+        "servers.manage",
         "services.manage",
         "llm.manage",
     }
