@@ -4,6 +4,8 @@ unchanged), and completions of prompt and resource-template arguments."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import mcp_types as types
 import pytest
 from mcp import MCPError
@@ -70,4 +72,120 @@ async def test_completions_of_prompt_and_template_arguments_come_from_their_upst
     assert template.uri_template.startswith("tollgate://echo/")
     assert for_prompt.completion.values == ["alice", "albert"]
     assert for_template.completion.values == ["bob"]
+    assert unknown.value.code == types.INVALID_PARAMS
+
+
+def said(text: str) -> types.CreateMessageResult:
+    """A model's answer, as a client's sampling callback gives it."""
+    content = types.TextContent(type="text", text=text)
+    return types.CreateMessageResult(role="assistant", content=content, model="scripted")
+
+
+async def test_upstream_sampling_is_answered_by_the_calling_client(
+    upstream: Upstream, gateway: Gateway
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    user = await quick_member(gateway, credits=10)
+    asked: list[str] = []
+
+    async def sampling(_: Any, params: types.CreateMessageRequestParams) -> Any:
+        block = params.messages[0].content
+        asked.append(block.text if isinstance(block, types.TextContent) else "?")
+        return said("tides are tidal")
+
+    async with connect(gateway, user.key, sampling_callback=sampling) as client:
+        result = await client.call_tool("echo__sample", {"topic": "the sea"})
+
+    assert (result.is_error, text_of(result)) == (False, "model said: tides are tidal")
+    assert asked == ["Say something about the sea"]
+
+
+@pytest.mark.parametrize("action", ["accept", "decline"])
+async def test_upstream_elicitation_is_answered_by_the_calling_user(
+    upstream: Upstream, gateway: Gateway, action: str
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    user = await quick_member(gateway, credits=10)
+    questions: list[str] = []
+
+    async def elicitation(_: Any, params: types.ElicitRequestParams) -> Any:
+        questions.append(params.message)
+        content = {"answer": "Ada"} if action == "accept" else None
+        return types.ElicitResult(action=action, content=content)
+
+    async with connect(gateway, user.key, elicitation_callback=elicitation) as client:
+        result = await client.call_tool("echo__ask", {"question": "Your name?"})
+
+    expected = "accept: Ada" if action == "accept" else "decline"
+    assert (result.is_error, text_of(result)) == (False, expected)
+    assert questions == ["Your name?"]
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_sampling_is_refused_cleanly_when_the_caller_cannot_be_asked(
+    upstream: Upstream, gateway: Gateway, mode: str
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    user = await quick_member(gateway, credits=10)
+    options: dict[str, Any] = {}
+    if mode != "legacy":  # declares sampling, but the era has no requests during a call
+        options["sampling_callback"] = lambda *_: said("never asked")
+
+    async with connect(gateway, user.key, mode, **options) as client:
+        result = await client.call_tool("echo__sample", {"topic": "x"})
+
+    assert result.is_error
+    reason = "does not support sampling" if mode == "legacy" else "cannot be sent sampling"
+    assert reason in text_of(result)
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_upstream_logs_during_a_call_reach_the_caller_at_its_level(
+    upstream: Upstream, gateway: Gateway, mode: str
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    user = await quick_member(gateway, credits=10)
+    lines: list[tuple[str, Any]] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        lines.append((params.level, params.data))
+
+    options: dict[str, Any] = {"logging_callback": on_log}
+    if mode != "legacy":
+        options["log_level"] = "warning"  # 2026-07-28: asked for on each request
+    async with connect(gateway, user.key, mode, **options) as client:
+        if mode == "legacy":
+            level = types.SetLevelRequest(params=types.SetLevelRequestParams(level="warning"))
+            await client.session.send_request(level, types.EmptyResult)
+        result = await client.call_tool("echo__chatty", {})
+
+    assert text_of(result) == "logged"
+    assert lines == [("warning", "warning line"), ("error", "error line")]
+
+
+async def test_resource_subscriptions_are_accepted_for_served_resources_only(
+    upstream: Upstream, gateway: Gateway
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    user = await quick_member(gateway)
+
+    def subscribe(uri: str) -> types.SubscribeRequest:
+        return types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
+
+    async with connect(gateway, user.key) as client:
+        [resource] = (await client.list_resources()).resources
+        capabilities = client.server_capabilities.resources
+        await client.session.send_request(subscribe(str(resource.uri)), types.EmptyResult)
+        stop = types.UnsubscribeRequestParams(uri=str(resource.uri))
+        await client.session.send_request(types.UnsubscribeRequest(params=stop), types.EmptyResult)
+        with pytest.raises(MCPError) as unknown:
+            await client.session.send_request(subscribe("tollgate://nowhere/x"), types.EmptyResult)
+
+    assert capabilities is not None
+    assert capabilities.subscribe
     assert unknown.value.code == types.INVALID_PARAMS

@@ -15,11 +15,19 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import uvicorn
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    Context,
+    Elicit,
+    ElicitationResult,
+    MCPServer,
+    Resolve,
+    Sample,
+)
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
 from mcp.server.transport_security import TransportSecuritySettings
@@ -27,9 +35,15 @@ from mcp_types import (
     Completion,
     CompletionArgument,
     CompletionContext,
+    CreateMessageResult,
+    LoggingMessageNotification,
+    LoggingMessageNotificationParams,
     PromptReference,
     ResourceTemplateReference,
+    SamplingMessage,
+    TextContent,
 )
+from pydantic import BaseModel
 
 STARTUP_SECONDS = 10.0
 """An upstream not serving by then has failed to start."""
@@ -55,7 +69,57 @@ def make_server(name: str = "upstream", extra_tools: int = 0) -> MCPServer:
     _add_quick_tools(server)
     _add_long_tools(server, name)
     _add_content(server, name)
+    _add_asking_tools(server)
     return server
+
+
+class Answer(BaseModel):
+    """What the ``ask`` tool asks the user for."""
+
+    answer: str
+
+
+def _question(question: str) -> Elicit[Answer]:
+    return Elicit(question, Answer)
+
+
+def _prompt_for(topic: str) -> Sample:
+    said = TextContent(type="text", text=f"Say something about {topic}")
+    return Sample([SamplingMessage(role="user", content=said)], max_tokens=50)
+
+
+LOG_LINES = ("debug", "info", "warning", "error")
+"""The levels ``chatty`` logs at, one line each."""
+
+
+def _add_asking_tools(server: MCPServer) -> None:
+    @server.tool()
+    async def ask(
+        question: str, reply: Annotated[ElicitationResult[Answer], Resolve(_question)]
+    ) -> str:
+        """Ask the user ``question`` (elicitation), and say what they answered."""
+        if isinstance(reply, AcceptedElicitation):
+            return f"accept: {reply.data.answer}"
+        return reply.action
+
+    @server.tool()
+    async def sample(topic: str, said: Annotated[CreateMessageResult, Resolve(_prompt_for)]) -> str:
+        """Ask the client's model about ``topic`` (sampling), and repeat its answer."""
+        content = said.content
+        return f"model said: {content.text if isinstance(content, TextContent) else '?'}"
+
+    @server.tool()
+    async def chatty(ctx: Context) -> str:
+        """Log one line at each of :data:`LOG_LINES` during the call."""
+        session = ctx.request_context.session
+        for level in LOG_LINES:
+            line = LoggingMessageNotificationParams(
+                level=level, data=f"{level} line", logger="chatty"
+            )
+            await session.send_notification(
+                LoggingMessageNotification(params=line), related_request_id=ctx.request_id
+            )
+        return "logged"
 
 
 def _add_quick_tools(server: MCPServer) -> None:

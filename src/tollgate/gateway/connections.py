@@ -27,6 +27,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from tollgate.gateway.addresses import reported_gateway_id
 from tollgate.gateway.catalogue import UpstreamListing
 from tollgate.gateway.guards import UpstreamIsSelf
+from tollgate.gateway.relay import relay_elicitation, relay_log, relay_sampling
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,15 @@ class ConnectionSpec:
     env: tuple[tuple[str, str], ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float = 30.0
+    mode: str = "auto"
+    """The protocol era to speak: ``auto`` (the newest both sides know) or ``legacy``."""
     server: Any = field(default=None, compare=False)
     """An in-process MCP server (transport ``inproc``), for Tollgate's built-in upstreams."""
 
 
 ListingCallback = Callable[[str, UpstreamListing], Awaitable[None]]
+UpdatedCallback = Callable[[str, str], Awaitable[None]]
+"""Told ``(upstream, original URI)`` when an upstream says a subscribed resource changed."""
 StateCallback = Callable[[str, bool, str | None, str | None], Awaitable[None]]
 
 
@@ -139,8 +144,10 @@ class UpstreamConnection:
         on_state: StateCallback | None = None,
         refresh_interval: float = REFRESH_INTERVAL_SECONDS,
         own_gateway_id: str | None = None,
+        on_resource_updated: UpdatedCallback | None = None,
     ) -> None:
         self.spec = spec
+        self._on_resource_updated = on_resource_updated
         self.own_gateway_id = own_gateway_id
         self.refused: UpstreamIsSelf | None = None
         """Set when the upstream turned out to be this Tollgate: it is never served."""
@@ -148,6 +155,8 @@ class UpstreamConnection:
         """The HTTP status of the upstream's last error answer, if any."""
         self.client: Client | None = None
         self.era: str | None = None
+        self.log_level: types.LoggingLevel | None = None
+        """The level this session's upstream was last asked to log at (None: its default)."""
         self.last_used = anyio.current_time()
         self._on_listing = on_listing
         self._on_state = on_state
@@ -156,9 +165,13 @@ class UpstreamConnection:
 
     def _client(self, stack: AsyncExitStack) -> Client:
         options: dict[str, Any] = {
-            "mode": "auto",
+            "mode": self.spec.mode,
             "message_handler": self._on_message,
             "read_timeout_seconds": max(self.spec.timeout, CATALOGUE_TIMEOUT_SECONDS),
+            # Relayed to the client whose call the upstream is serving (see relay.py).
+            "logging_callback": relay_log,
+            "sampling_callback": relay_sampling,
+            "elicitation_callback": relay_elicitation,
         }
         if self.spec.transport == "inproc":
             return Client(self.spec.server, **options)
@@ -217,6 +230,7 @@ class UpstreamConnection:
             client = await stack.enter_async_context(self._client(stack))
             self._refuse_self(client)
             self.client, self.era = client, client.protocol_version
+            self.log_level = None
             async with anyio.create_task_group() as group:
                 if self.era in MODERN_PROTOCOL_VERSIONS and _announces_changes(client):
                     # Listening before reading the catalogue: no change falls in between.
@@ -281,6 +295,10 @@ class UpstreamConnection:
             logger.info("upstream %s transport: %s", self.spec.name, describe_failure(message))
             return
         if self.era in MODERN_PROTOCOL_VERSIONS:
+            return
+        if isinstance(message, types.ResourceUpdatedNotification):
+            if self._on_resource_updated is not None:
+                await self._on_resource_updated(self.spec.name, str(message.params.uri))
             return
         if isinstance(
             message,

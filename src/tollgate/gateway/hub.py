@@ -24,6 +24,7 @@ import mcp_types as types
 from mcp import MCPError
 from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import SERVER_INFO_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from tollgate import __version__
 from tollgate.accounts import calls
@@ -40,8 +41,10 @@ from tollgate.gateway.catalogue import Catalogue, ToolEntry, UpstreamListing, Up
 from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
 from tollgate.gateway.models import AuthMode, Upstream, UpstreamState
 from tollgate.gateway.pool import ConnectionPool
+from tollgate.gateway.relay import more_verbose
 from tollgate.gateway.upstreams import NO_AUTH, UpstreamAuth, Upstreams
 from tollgate.gateway.views import ServerSpec, View
+from tollgate.gateway.watch import ResourceWatch
 from tollgate.identity.credentials import AccountKeyCaller
 
 logger = logging.getLogger(__name__)
@@ -72,6 +75,9 @@ class ToolCall:
     """``time.perf_counter()`` when the gateway took the call."""
     progress: ProgressFnT | None = None
     """Relays the upstream's progress notifications to the caller (who asked for them)."""
+    log_level: types.LoggingLevel | None = None
+    """The least severe log level the caller asked for (a 2026-07-28 upstream logs only
+    when a request asks it to)."""
 
 
 Reference = types.PromptReference | types.ResourceTemplateReference
@@ -155,9 +161,11 @@ class Gateway:
             self._on_listing,
             self._on_state,
             own_gateway_id=gateway_id(runtime.settings),
+            on_resource_updated=self._on_resource_updated,
         )
         self.observers = Observers()
         self._notifiers: list[Notifier] = []
+        self.watch = ResourceWatch(self._toggle_subscription)
         self.root = View(self.catalogue)
         """``/mcp``: every tool, resource and prompt, under gateway names."""
         self._views: dict[str, View] = {}
@@ -313,9 +321,14 @@ class Gateway:
         protocol_version: str | None = None,
         session_id: str | None = None,
         progress: ProgressFnT | None = None,
+        log_level: types.LoggingLevel | None = None,
+        same_era: bool = False,
     ) -> types.CallToolResult:
         """Route, meter and forward one tool call; ``progress`` receives the upstream's
-        progress notifications (given only when the caller asked for progress)."""
+        progress notifications (given only when the caller asked for progress), and the
+        upstream logs at ``log_level`` when the caller asked for logs. ``same_era``: a
+        handshake-era caller that may be asked for input is served over a handshake-era
+        upstream session (an upstream of both eras pushes its requests only there)."""
         started = time.perf_counter()
         entry = self.catalogue.tool(name)
         if entry is None:
@@ -331,6 +344,8 @@ class Gateway:
                 code="missing_credential",
                 service=missing.service,
             )
+        if same_era and connection.era in MODERN_PROTOCOL_VERSIONS:
+            connection = self.pool.handshake_twin(connection.spec)
         request_id = uuid.uuid4().hex
         refusal = await self._reserve(caller, entry, name, request_id)
         if refusal is not None:
@@ -345,6 +360,7 @@ class Gateway:
             session_id,
             started,
             progress,
+            log_level,
         )
         return await self._forward(call, connection)
 
@@ -439,6 +455,9 @@ class Gateway:
         """The upstream's answer and its error code: None, ``tool_error`` (charged), or a
         backend failure (refunded)."""
         upstream, timeout = call.entry.upstream, connection.spec.timeout
+        meta: dict[str, Any] | None = None
+        if call.log_level is not None and connection.era in MODERN_PROTOCOL_VERSIONS:
+            meta = {types.LOG_LEVEL_META_KEY: call.log_level}
         try:
             result = await connection.call(
                 lambda client: client.call_tool(
@@ -446,6 +465,7 @@ class Gateway:
                     call.arguments,
                     read_timeout_seconds=timeout,
                     progress_callback=call.progress,
+                    meta=meta,  # type: ignore[arg-type]
                 )
             )
         except MCPError as exc:
@@ -487,6 +507,42 @@ class Gateway:
     async def _user_credentials(self, user_id: int, service_name: str) -> dict[str, Any] | None:
         async with self.runtime.sessions() as session:
             return await leases.credential_of(session, self.runtime.keyring, user_id, service_name)
+
+    async def _on_resource_updated(self, upstream: str, uri: str) -> None:
+        await self.watch.updated(naming.resource_uri(upstream, uri))
+
+    async def _toggle_subscription(self, gateway_uri: str, subscribe: bool) -> None:
+        """Subscribe to (or unsubscribe from) a resource at its handshake-era upstream; an
+        upstream that offers no subscriptions is left alone (its resources never update)."""
+        parts = naming.split_resource_uri(gateway_uri)
+        connection = self.pool.shared(parts[0]) if parts else None
+        client = connection.client if connection is not None else None
+        if parts is None or client is None or connection is None:
+            return
+        resources = client.server_capabilities.resources
+        if connection.era in MODERN_PROTOCOL_VERSIONS or not (resources and resources.subscribe):
+            return
+        request: types.SubscribeRequest | types.UnsubscribeRequest
+        if subscribe:
+            request = types.SubscribeRequest(params=types.SubscribeRequestParams(uri=parts[1]))
+        else:
+            request = types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=parts[1]))
+        try:
+            await client.session.send_request(request, types.EmptyResult)
+        except MCPError as exc:
+            logger.info("upstream %s refused %s: %s", parts[0], request.method, exc)
+
+    async def set_log_level(self, upstreams: set[str] | None, level: types.LoggingLevel) -> None:
+        """Ask handshake-era upstreams (all visible ones, or ``upstreams``) to log at least
+        down to ``level``. Their sessions are shared, so a level is only ever lowered:
+        each caller's own level is applied when messages are relayed."""
+        for name, record in list(self.upstreams.items()):
+            if (upstreams is not None and name not in upstreams) or not self.catalogue.is_visible(
+                name
+            ):
+                continue
+            for connection in list(record.connections()):
+                await _lower_log_level(connection, level)
 
     async def read_resource(self, uri: str) -> types.ReadResourceResult:
         """Read a mapped resource from its upstream."""
@@ -538,3 +594,20 @@ class Gateway:
         if not isinstance(result, types.GetPromptResult):
             raise MCPError(types.INTERNAL_ERROR, "The upstream asked for input")
         return own_server_info(result)  # type: ignore[no-any-return]
+
+
+async def _lower_log_level(connection: UpstreamConnection, level: types.LoggingLevel) -> None:
+    client = connection.client
+    if (
+        client is None
+        or connection.era in MODERN_PROTOCOL_VERSIONS
+        or client.server_capabilities.logging is None
+        or not more_verbose(level, connection.log_level)
+    ):
+        return
+    try:
+        request = types.SetLevelRequest(params=types.SetLevelRequestParams(level=level))
+        await client.session.send_request(request, types.EmptyResult)
+        connection.log_level = level
+    except MCPError as exc:
+        logger.info("upstream %s refused logging/setLevel: %s", connection.spec.name, exc)

@@ -4,6 +4,7 @@ credential for upstreams that call with the user's own credentials (closed when 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from types import TracebackType
 
 import anyio
@@ -13,6 +14,7 @@ from tollgate.gateway.connections import (
     ConnectionSpec,
     ListingCallback,
     StateCallback,
+    UpdatedCallback,
     UpstreamConnection,
 )
 from tollgate.gateway.upstreams import Upstreams
@@ -35,8 +37,10 @@ class ConnectionPool:
         on_listing: ListingCallback,
         on_state: StateCallback,
         own_gateway_id: str | None = None,
+        on_resource_updated: UpdatedCallback | None = None,
     ) -> None:
         self._upstreams = upstreams
+        self._on_resource_updated = on_resource_updated
         self._on_listing = on_listing
         self._own_gateway_id = own_gateway_id
         self._on_state = on_state
@@ -82,6 +86,7 @@ class ConnectionPool:
             on_listing=self._on_listing,
             on_state=self._on_state,
             own_gateway_id=self._own_gateway_id,
+            on_resource_updated=self._on_resource_updated,
         )
         self._upstreams.record(spec.name).connection = connection
         self._start(connection)
@@ -109,6 +114,12 @@ class ConnectionPool:
         sessions[fingerprint] = connection
         self._start(connection)
         return connection
+
+    def handshake_twin(self, spec: ConnectionSpec) -> UpstreamConnection:
+        """A handshake-era session to the upstream ``spec`` reaches (closed when idle like
+        the per-user ones): for callers an upstream may push requests to mid-call."""
+        twin = replace(spec, mode="legacy")
+        return self.for_credential(twin, f"handshake:{hash(twin)}")
 
     def names(self) -> list[str]:
         """Upstreams with a shared session."""

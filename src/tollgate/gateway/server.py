@@ -42,8 +42,10 @@ from tollgate.core.errors import (
     error_response,
     not_found_response,
 )
+from tollgate.gateway import naming
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.pages import page
+from tollgate.gateway.relay import CallerRequest, current_caller_request, set_caller_log_level
 from tollgate.gateway.servers import Memberships, server_of_path
 from tollgate.gateway.views import View
 from tollgate.identity.credentials import (
@@ -107,6 +109,8 @@ def _guarded(handler: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]
     """Turn unexpected failures into a plain JSON-RPC internal error (never a leaked message)."""
 
     async def run(ctx: ServerRequestContext[Any], params: Any) -> R:
+        # What an upstream sends during this request finds its way back through this.
+        reset = current_caller_request.set(CallerRequest(ctx))
         try:
             return await handler(ctx, params)
         except MCPError:
@@ -114,6 +118,8 @@ def _guarded(handler: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]
         except Exception as exc:
             logger.exception("MCP handler %s failed", ctx.method)
             raise MCPError(types.INTERNAL_ERROR, "Internal error") from exc
+        finally:
+            current_caller_request.reset(reset)
 
     return run
 
@@ -142,6 +148,15 @@ class McpEndpoint:
             on_completion=_guarded(self._complete),
             on_subscriptions_listen=self.listen,
             get_tool_input_schema=lambda name: self._view().input_schema(name),
+        )
+        self.server.add_request_handler(
+            "logging/setLevel", types.SetLevelRequestParams, _guarded(self._set_log_level)
+        )
+        self.server.add_request_handler(
+            "resources/subscribe", types.SubscribeRequestParams, _guarded(self._subscribe)
+        )
+        self.server.add_request_handler(
+            "resources/unsubscribe", types.UnsubscribeRequestParams, _guarded(self._unsubscribe)
         )
         self.server.middleware.append(self._track_legacy_sessions)
         gateway.on_change(self.notify_changed)
@@ -206,8 +221,9 @@ class McpEndpoint:
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        request = ctx.request
-        session_id = request.headers.get("mcp-session-id") if request is not None else None
+        http = ctx.request
+        session_id = http.headers.get("mcp-session-id") if http is not None else None
+        request = CallerRequest(ctx)
         caller = _caller()
         name = self._view().tool_name(params.name)
         if name is None:
@@ -219,7 +235,44 @@ class McpEndpoint:
             protocol_version=ctx.protocol_version,
             session_id=session_id,
             progress=_progress_relay(ctx, params),
+            log_level=request.log_level(),
+            same_era=request.can_be_asked(),
         )
+
+    async def _set_log_level(
+        self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        """Keep the caller's level, and have the upstreams it uses log at least that much."""
+        _caller()
+        set_caller_log_level(ctx, params.level)
+        spec = self._view().spec
+        await self.gateway.set_log_level(spec.upstreams() if spec else None, params.level)
+        return types.EmptyResult()
+
+    def _watched_uri(self, uri: str) -> str:
+        _caller()
+        gateway_uri = self._view().resource_uri(uri)
+        parts = naming.split_resource_uri(gateway_uri) if gateway_uri else None
+        if gateway_uri is None or parts is None or not self.gateway.catalogue.is_visible(parts[0]):
+            raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {uri}")
+        return gateway_uri
+
+    async def _subscribe(
+        self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        """Send this session the resource's updates (its upstream is subscribed once)."""
+        uri = str(params.uri)
+        connection: Connection = ctx.session._connection  # the SDK has no public accessor
+        await self.gateway.watch.subscribe(connection, self._watched_uri(uri), uri)
+        return types.EmptyResult()
+
+    async def _unsubscribe(
+        self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        """Stop sending this session the resource's updates."""
+        connection: Connection = ctx.session._connection
+        await self.gateway.watch.unsubscribe(connection, self._watched_uri(str(params.uri)))
+        return types.EmptyResult()
 
     async def _list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
