@@ -25,35 +25,22 @@ from tests.gateway.upstream import serve_in_thread
 from tollgate.core.settings import Settings
 from tollgate.identity.models import Role
 
-INPUT_REQUIRED = (
-    "basic-elicitation",
-    "basic-list-roots",
-    "basic-sampling",
-    "capability-check",
-    "missing-input-response",
-    "multi-round",
-    "multiple-input-requests",
-    "non-tool-request",
-    "request-state",
-    "result-type",
-    "tampered-state",
+PER_REQUEST_CAPABILITIES = (
+    "Tollgate's session to the upstream declares sampling and elicitation for every caller "
+    "(the SDK client stamps one set of capabilities on every 2026-07-28 request), so the "
+    "upstream cannot tailor its questions to, or refuse (-32021), a caller that lacks them"
 )
 
 THROUGH_TOLLGATE_GAPS: dict[str, str] = {
     **{
-        f"{leg}/input-required-result-{scenario}": "a 2026-07-28 caller is not relayed an "
-        "upstream's input-required result (SEP-2322) yet: Tollgate's client answers it itself"
+        f"{leg}/{scenario}": PER_REQUEST_CAPABILITIES
         for leg in ("default", "2026-07-28")
-        for scenario in INPUT_REQUIRED
+        for scenario in ("input-required-result-capability-check", "server-stateless")
     },
     **{
-        f"{leg}/server-stateless": "Tollgate declares sampling and elicitation to upstreams "
-        "for every caller, so the upstream cannot refuse a caller that lacks them (-32021)"
-        for leg in ("default", "2026-07-28")
-    },
-    **{
-        f"{leg}/server-sse-polling": "/mcp keeps no event store: a stream the upstream closes "
-        "mid-call cannot be resumed with Last-Event-ID through Tollgate"
+        f"{leg}/server-sse-polling": "a transport behaviour of each hop: when the upstream "
+        "closes its event stream mid-call, Tollgate resumes it upstream and keeps the caller's "
+        "stream open, so the caller never sees a close to resume from"
         for leg in ("default", "2025-11-25")
     },
 }

@@ -18,6 +18,7 @@ from tests.gateway.conftest import (
     quick_member,
     register_upstream,
     text_of,
+    wait_settled,
 )
 from tollgate.identity.models import Role
 
@@ -81,8 +82,9 @@ def said(text: str) -> types.CreateMessageResult:
     return types.CreateMessageResult(role="assistant", content=content, model="scripted")
 
 
+@pytest.mark.parametrize("mode", ERAS)
 async def test_upstream_sampling_is_answered_by_the_calling_client(
-    upstream: Upstream, gateway: Gateway
+    upstream: Upstream, gateway: Gateway, mode: str
 ) -> None:
     admin = await quick_member(gateway, role=Role.ADMIN)
     await register_upstream(gateway, admin, name="echo", url=upstream.url)
@@ -94,16 +96,18 @@ async def test_upstream_sampling_is_answered_by_the_calling_client(
         asked.append(block.text if isinstance(block, types.TextContent) else "?")
         return said("tides are tidal")
 
-    async with connect(gateway, user.key, sampling_callback=sampling) as client:
+    async with connect(gateway, user.key, mode, sampling_callback=sampling) as client:
         result = await client.call_tool("echo__sample", {"topic": "the sea"})
 
     assert (result.is_error, text_of(result)) == (False, "model said: tides are tidal")
     assert asked == ["Say something about the sea"]
+    [record] = await wait_settled(gateway.runtime, user.account_id)
+    assert (record.tool_name, record.credits_charged) == ("echo__sample", 1)
 
 
-@pytest.mark.parametrize("action", ["accept", "decline"])
+@pytest.mark.parametrize(("mode", "action"), [(m, a) for m in ERAS for a in ("accept", "decline")])
 async def test_upstream_elicitation_is_answered_by_the_calling_user(
-    upstream: Upstream, gateway: Gateway, action: str
+    upstream: Upstream, gateway: Gateway, mode: str, action: str
 ) -> None:
     admin = await quick_member(gateway, role=Role.ADMIN)
     await register_upstream(gateway, admin, name="echo", url=upstream.url)
@@ -115,7 +119,7 @@ async def test_upstream_elicitation_is_answered_by_the_calling_user(
         content = {"answer": "Ada"} if action == "accept" else None
         return types.ElicitResult(action=action, content=content)
 
-    async with connect(gateway, user.key, elicitation_callback=elicitation) as client:
+    async with connect(gateway, user.key, mode, elicitation_callback=elicitation) as client:
         result = await client.call_tool("echo__ask", {"question": "Your name?"})
 
     expected = "accept: Ada" if action == "accept" else "decline"
@@ -123,23 +127,58 @@ async def test_upstream_elicitation_is_answered_by_the_calling_user(
     assert questions == ["Your name?"]
 
 
-@pytest.mark.parametrize("mode", ERAS)
-async def test_sampling_is_refused_cleanly_when_the_caller_cannot_be_asked(
-    upstream: Upstream, gateway: Gateway, mode: str
+async def test_sampling_is_refused_cleanly_when_the_caller_did_not_declare_it(
+    upstream: Upstream, gateway: Gateway
 ) -> None:
     admin = await quick_member(gateway, role=Role.ADMIN)
     await register_upstream(gateway, admin, name="echo", url=upstream.url)
     user = await quick_member(gateway, credits=10)
-    options: dict[str, Any] = {}
-    if mode != "legacy":  # declares sampling, but the era has no requests during a call
-        options["sampling_callback"] = lambda *_: said("never asked")
 
-    async with connect(gateway, user.key, mode, **options) as client:
+    async with connect(gateway, user.key) as client:
         result = await client.call_tool("echo__sample", {"topic": "x"})
 
     assert result.is_error
-    reason = "does not support sampling" if mode == "legacy" else "cannot be sent sampling"
-    assert reason in text_of(result)
+    assert "does not support sampling" in text_of(result)
+    [record] = await wait_settled(gateway.runtime, user.account_id)
+    assert record.credits_charged == 0
+
+
+async def test_a_forged_or_foreign_request_state_is_refused(
+    upstream: Upstream, gateway: Gateway
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    user, other = await quick_member(gateway, credits=10), await quick_member(gateway, credits=10)
+
+    async with connect(gateway, user.key, "2026-07-28") as client:
+        asked = await client.session.call_tool(
+            "echo__ask", {"question": "Name?"}, allow_input_required=True
+        )
+        assert isinstance(asked, types.InputRequiredResult)
+        assert asked.request_state
+        answers: types.InputResponses = {
+            key: types.ElicitResult(action="accept", content={"answer": "Eve"})
+            for key in asked.input_requests or {}
+        }
+        with pytest.raises(MCPError) as forged:
+            await client.session.call_tool(
+                "echo__ask", {"question": "Name?"}, input_responses=answers, request_state="x.y.z"
+            )
+        with pytest.raises(MCPError) as other_tool:
+            await client.session.call_tool(
+                "echo__sample", {"topic": "x"}, input_responses=answers,
+                request_state=asked.request_state,
+            )  # fmt: skip
+    async with connect(gateway, other.key, "2026-07-28") as client:
+        with pytest.raises(MCPError) as other_account:
+            await client.session.call_tool(
+                "echo__ask", {"question": "Name?"}, input_responses=answers,
+                request_state=asked.request_state,
+            )  # fmt: skip
+
+    for refused in (forged, other_tool, other_account):
+        assert refused.value.code == types.INVALID_PARAMS
+    assert await wait_settled(gateway.runtime, user.account_id) == []
 
 
 @pytest.mark.parametrize("mode", ERAS)

@@ -77,6 +77,12 @@ class CallMeter:
             )
         )
 
+    def release(self, request_id: str) -> None:
+        """Give a reserved call's credits back without a record (it did not happen as a
+        call: it asked the caller for input, and the caller's retry is the call)."""
+        reservation = self._open.pop(request_id)
+        self.holds.settled(reservation.account_id, reservation.cost, charged=False)
+
     async def settle_outcome(self, outcome: CallOutcome) -> bool:
         """:meth:`settle` for an outcome already built."""
         reservation = self._open.pop(outcome.request_id)

@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp import MCPError
+from mcp import Client, MCPError
 from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -35,7 +35,7 @@ from tollgate.core.errors import Forbidden, InsufficientCredits, NotFound
 from tollgate.core.events import Observers, ToolCallEvent
 from tollgate.core.ratelimit import RateLimiter
 from tollgate.core.runtime import Runtime
-from tollgate.gateway import naming, servers, service
+from tollgate.gateway import input_state, naming, servers, service
 from tollgate.gateway.addresses import gateway_id
 from tollgate.gateway.catalogue import Catalogue, ToolEntry, UpstreamListing, UpstreamPolicy
 from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
@@ -61,6 +61,30 @@ Notifier = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class CallerSide:
+    """How the caller made its request: what may reach it while the upstream works."""
+
+    protocol_version: str | None = None
+    session_id: str | None = None
+    progress: ProgressFnT | None = None
+    """Relays the upstream's progress notifications to the caller (who asked for them)."""
+    log_level: types.LoggingLevel | None = None
+    """The least severe log level the caller asked for (a 2026-07-28 upstream logs only
+    when a request asks it to)."""
+    same_era: bool = False
+    """A handshake-era caller that may be asked for input: served over a handshake-era
+    upstream session (an upstream of both eras pushes its requests only there)."""
+    relays_input: bool = False
+    """A 2026-07-28 caller: an upstream's input-required result is passed on to it."""
+    input_responses: types.InputResponses | None = None
+    request_state: str | None = None
+    """The caller's answers to an earlier input-required result, and the state it came with."""
+
+
+DIRECT = CallerSide()
+
+
+@dataclass(frozen=True)
 class ToolCall:
     """One routed tool call on its way upstream."""
 
@@ -69,15 +93,11 @@ class ToolCall:
     name: str
     arguments: dict[str, Any]
     request_id: str
-    protocol_version: str | None
-    session_id: str | None
     started: float
     """``time.perf_counter()`` when the gateway took the call."""
-    progress: ProgressFnT | None = None
-    """Relays the upstream's progress notifications to the caller (who asked for them)."""
-    log_level: types.LoggingLevel | None = None
-    """The least severe log level the caller asked for (a 2026-07-28 upstream logs only
-    when a request asks it to)."""
+    side: CallerSide = DIRECT
+    upstream_state: str | None = None
+    """The upstream's own request state, out of the caller's sealed one."""
 
 
 Reference = types.PromptReference | types.ResourceTemplateReference
@@ -317,22 +337,18 @@ class Gateway:
         caller: AccountKeyCaller,
         name: str,
         arguments: dict[str, Any] | None,
-        *,
-        protocol_version: str | None = None,
-        session_id: str | None = None,
-        progress: ProgressFnT | None = None,
-        log_level: types.LoggingLevel | None = None,
-        same_era: bool = False,
-    ) -> types.CallToolResult:
-        """Route, meter and forward one tool call; ``progress`` receives the upstream's
-        progress notifications (given only when the caller asked for progress), and the
-        upstream logs at ``log_level`` when the caller asked for logs. ``same_era``: a
-        handshake-era caller that may be asked for input is served over a handshake-era
-        upstream session (an upstream of both eras pushes its requests only there)."""
+        side: CallerSide = DIRECT,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """Route, meter and forward one tool call; ``side`` says what of the upstream's
+        work during the call (progress, logs, requests for input) may reach the caller.
+
+        A call that ends by asking the caller for input is neither charged nor recorded:
+        the caller's retry with the answers is the call that counts."""
         started = time.perf_counter()
         entry = self.catalogue.tool(name)
         if entry is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {name}")
+        upstream_state = self._upstream_state(caller, name, side)
         limited = self._rate_limited(caller)
         if limited is not None:
             return limited
@@ -344,25 +360,29 @@ class Gateway:
                 code="missing_credential",
                 service=missing.service,
             )
-        if same_era and connection.era in MODERN_PROTOCOL_VERSIONS:
+        if side.same_era and connection.era in MODERN_PROTOCOL_VERSIONS:
             connection = self.pool.handshake_twin(connection.spec)
         request_id = uuid.uuid4().hex
         refusal = await self._reserve(caller, entry, name, request_id)
         if refusal is not None:
             return refusal
         call = ToolCall(
-            caller,
-            entry,
-            name,
-            arguments or {},
-            request_id,
-            protocol_version,
-            session_id,
-            started,
-            progress,
-            log_level,
+            caller, entry, name, arguments or {}, request_id, started, side, upstream_state
         )
         return await self._forward(call, connection)
+
+    def _upstream_state(self, caller: AccountKeyCaller, name: str, side: CallerSide) -> str | None:
+        """The upstream's state out of the caller's sealed one (INVALID_PARAMS if forged,
+        for another account or tool, or expired)."""
+        if side.request_state is None:
+            return None
+        try:
+            opened = input_state.unseal(
+                self.runtime.keyring, side.request_state, account_id=caller.account_id, tool=name
+            )
+        except input_state.InvalidRequestState as exc:
+            raise MCPError(types.INVALID_PARAMS, "Invalid or expired requestState") from exc
+        return opened.upstream_state
 
     def _rate_limited(self, caller: AccountKeyCaller) -> types.CallToolResult | None:
         """The refusal of a call past the key's limit, saying when to retry; None if allowed."""
@@ -397,7 +417,7 @@ class Gateway:
 
     async def _forward(
         self, call: ToolCall, connection: UpstreamConnection
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         started = time.perf_counter()
         try:
             result, error_code = await self._call_upstream(call, connection)
@@ -408,11 +428,22 @@ class Gateway:
                 await self._settle(call, started, calls.CANCELLED_ERROR_CODE, cancelled=True)
             raise
         upstream_seconds = time.perf_counter() - started
+        if isinstance(result, types.InputRequiredResult):
+            self.meter.release(call.request_id)
+            return self._input_required(call, result)
         with anyio.CancelScope(shield=True):  # the outcome is durable before the answer
             await self._settle(call, started, error_code)
         overhead = time.perf_counter() - call.started - upstream_seconds
         result.meta = {**(result.meta or {}), OVERHEAD_META_KEY: round(overhead * 1000, 3)}
         return result
+
+    def _input_required(
+        self, call: ToolCall, result: types.InputRequiredResult
+    ) -> types.InputRequiredResult:
+        """The upstream's questions for the caller, its state sealed into Tollgate's."""
+        state = input_state.InputState(call.caller.account_id, call.name, result.request_state)
+        sealed = input_state.seal(self.runtime.keyring, state)
+        return result.model_copy(update={"request_state": sealed})
 
     async def _settle(
         self, call: ToolCall, started: float, error_code: str | None, *, cancelled: bool = False
@@ -444,30 +475,19 @@ class Gateway:
                 is_backend_error=backend,
                 error_code=error_code,
                 latency_ms=latency_ms,
-                protocol_version=call.protocol_version,
-                session_id=call.session_id,
+                protocol_version=call.side.protocol_version,
+                session_id=call.side.session_id,
             )
         )
 
     async def _call_upstream(
         self, call: ToolCall, connection: UpstreamConnection
-    ) -> tuple[types.CallToolResult, str | None]:
+    ) -> tuple[types.CallToolResult | types.InputRequiredResult, str | None]:
         """The upstream's answer and its error code: None, ``tool_error`` (charged), or a
-        backend failure (refunded)."""
-        upstream, timeout = call.entry.upstream, connection.spec.timeout
-        meta: dict[str, Any] | None = None
-        if call.log_level is not None and connection.era in MODERN_PROTOCOL_VERSIONS:
-            meta = {types.LOG_LEVEL_META_KEY: call.log_level}
+        backend failure (refunded); or its questions for a caller that can be asked."""
+        upstream = call.entry.upstream
         try:
-            result = await connection.call(
-                lambda client: client.call_tool(
-                    call.entry.original,
-                    call.arguments,
-                    read_timeout_seconds=timeout,
-                    progress_callback=call.progress,
-                    meta=meta,  # type: ignore[arg-type]
-                )
-            )
+            result = await connection.call(lambda client: _send_call(client, call, connection))
         except MCPError as exc:
             code = "upstream_timeout" if exc.code == types.REQUEST_TIMEOUT else "upstream_error"
             return _refunded(f"Upstream {upstream} failed: {exc.message}", code), code
@@ -476,9 +496,8 @@ class Gateway:
             return _refunded(
                 f"Upstream {upstream} failed ({type(exc).__name__})", "gateway_error"
             ), ("gateway_error")
-        if not isinstance(result, types.CallToolResult):
-            message = "The upstream asked for input, which Tollgate does not relay"
-            return _refunded(message, "unsupported_result"), "unsupported_result"
+        if isinstance(result, types.InputRequiredResult):
+            return result, None
         own_server_info(result)
         return result, "tool_error" if result.is_error else None
 
@@ -582,17 +601,36 @@ class Gateway:
             return types.CompleteResult(completion=types.Completion(values=[]))
 
     async def get_prompt(
-        self, name: str, arguments: dict[str, str] | None
-    ) -> types.GetPromptResult:
-        """Get a prompt from its upstream."""
+        self,
+        caller: AccountKeyCaller,
+        name: str,
+        arguments: dict[str, str] | None,
+        side: CallerSide = DIRECT,
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        """Get a prompt from its upstream; a 2026-07-28 caller is passed on the upstream's
+        questions (input-required), as for a tool call."""
         parts = naming.split(name)
         connection = self.pool.shared(parts[0]) if parts else None
         if parts is None or connection is None or not self.catalogue.is_visible(parts[0]):
             raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {name}")
-        original = parts[1]
-        result = await connection.call(lambda client: client.get_prompt(original, arguments))
-        if not isinstance(result, types.GetPromptResult):
-            raise MCPError(types.INTERNAL_ERROR, "The upstream asked for input")
+        original, bound_to = parts[1], f"prompts/get:{name}"
+        upstream_state = self._upstream_state(caller, bound_to, side)
+        if side.relays_input and connection.era in MODERN_PROTOCOL_VERSIONS:
+            result = await connection.call(
+                lambda client: client.session.get_prompt(
+                    original,
+                    arguments,
+                    input_responses=side.input_responses,
+                    request_state=upstream_state,
+                    allow_input_required=True,
+                )
+            )
+        else:
+            result = await connection.call(lambda client: client.get_prompt(original, arguments))
+        if isinstance(result, types.InputRequiredResult):
+            state = input_state.InputState(caller.account_id, bound_to, result.request_state)
+            sealed = input_state.seal(self.runtime.keyring, state)
+            return result.model_copy(update={"request_state": sealed})
         return own_server_info(result)  # type: ignore[no-any-return]
 
 
@@ -611,3 +649,33 @@ async def _lower_log_level(connection: UpstreamConnection, level: types.LoggingL
         connection.log_level = level
     except MCPError as exc:
         logger.info("upstream %s refused logging/setLevel: %s", connection.spec.name, exc)
+
+
+async def _send_call(
+    client: Client, call: ToolCall, connection: UpstreamConnection
+) -> types.CallToolResult | types.InputRequiredResult:
+    """Send the call upstream. For a caller that can answer input-required results itself
+    (2026-07-28), the upstream's are passed on; otherwise the SDK client answers them
+    through the relay (asking a handshake-era caller)."""
+    side, modern = call.side, connection.era in MODERN_PROTOCOL_VERSIONS
+    meta: dict[str, Any] | None = None
+    if side.log_level is not None and modern:
+        meta = {types.LOG_LEVEL_META_KEY: side.log_level}
+    if side.relays_input and modern:
+        return await client.session.call_tool(
+            call.entry.original,
+            call.arguments,
+            read_timeout_seconds=connection.spec.timeout,
+            progress_callback=side.progress,
+            input_responses=side.input_responses,
+            request_state=call.upstream_state,
+            meta=meta,  # type: ignore[arg-type]
+            allow_input_required=True,
+        )
+    return await client.call_tool(
+        call.entry.original,
+        call.arguments,
+        read_timeout_seconds=connection.spec.timeout,
+        progress_callback=side.progress,
+        meta=meta,  # type: ignore[arg-type]
+    )

@@ -43,7 +43,7 @@ from tollgate.core.errors import (
     not_found_response,
 )
 from tollgate.gateway import naming
-from tollgate.gateway.hub import Gateway
+from tollgate.gateway.hub import CallerSide, Gateway
 from tollgate.gateway.pages import page
 from tollgate.gateway.relay import CallerRequest, current_caller_request, set_caller_log_level
 from tollgate.gateway.servers import Memberships, server_of_path
@@ -220,24 +220,24 @@ class McpEndpoint:
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         http = ctx.request
-        session_id = http.headers.get("mcp-session-id") if http is not None else None
         request = CallerRequest(ctx)
         caller = _caller()
         name = self._view().tool_name(params.name)
         if name is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
-        return await self.gateway.call_tool(
-            caller,
-            name,
-            params.arguments,
+        side = CallerSide(
             protocol_version=ctx.protocol_version,
-            session_id=session_id,
+            session_id=http.headers.get("mcp-session-id") if http is not None else None,
             progress=_progress_relay(ctx, params),
             log_level=request.log_level(),
             same_era=request.can_be_asked(),
+            relays_input=request.modern,
+            input_responses=params.input_responses,
+            request_state=params.request_state,
         )
+        return await self.gateway.call_tool(caller, name, params.arguments, side)
 
     async def _set_log_level(
         self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
@@ -315,12 +315,18 @@ class McpEndpoint:
 
     async def _get_prompt(
         self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult:
+    ) -> types.GetPromptResult | types.InputRequiredResult:
         _caller()
         name = self._view().prompt_name(params.name)
         if name is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
-        return await self.gateway.get_prompt(name, params.arguments)
+        request = CallerRequest(ctx)
+        side = CallerSide(
+            relays_input=request.modern,
+            input_responses=params.input_responses,
+            request_state=params.request_state,
+        )
+        return await self.gateway.get_prompt(_caller(), name, params.arguments, side)
 
     async def _complete(
         self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams
