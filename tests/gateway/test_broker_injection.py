@@ -19,9 +19,11 @@ from tests.gateway.conftest import (
     http_to,
     quick_member,
     register_upstream,
+    serving,
     text_of,
     wait_settled,
 )
+from tollgate.core.settings import Settings
 from tollgate.identity.models import Role
 
 CALLS_EACH = 3
@@ -157,3 +159,29 @@ async def test_changed_credential_is_used_from_the_next_call(
     calls = [r.authorization for r in stoppable_upstream.recorder.seen if r.method == "tools/call"]
     assert calls == ["Bearer old-token", "Bearer new-token"]
     assert len(await wait_settled(gateway.runtime, ada.account_id)) == 2
+
+
+@pytest.mark.parametrize("hide", [False, True])
+async def test_tools_needing_a_credential_the_caller_lacks_are_marked_or_hidden(
+    stoppable_upstream: StoppableUpstream, gateway_settings: Settings, hide: bool
+) -> None:
+    settings = gateway_settings.model_copy(update={"hide_tools_without_credential": hide})
+    async with serving(settings) as gateway:
+        await add_jira_upstream(gateway, stoppable_upstream.url)
+        ada, carol = await quick_member(gateway), await quick_member(gateway)
+        await add_jira(gateway, ada, "ada-token-1")
+        listed = {}
+        for member in (ada, carol):
+            async with connect(gateway, member.key) as client:
+                listed[member.email] = {t.name: t for t in (await client.list_tools()).tools}
+
+    ada_echo = listed[ada.email]["jira__echo"]
+    assert ada_echo.meta is None or "tollgate/credential" not in ada_echo.meta
+    if hide:
+        assert "jira__echo" not in listed[carol.email]
+        return
+    carol_echo = listed[carol.email]["jira__echo"]
+    assert carol_echo.meta is not None
+    assert carol_echo.meta["tollgate/credential"] == {"service": "jira", "connected": False}
+    assert carol_echo.description is not None
+    assert "Needs your jira credential" in carol_echo.description

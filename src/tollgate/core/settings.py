@@ -256,6 +256,13 @@ class Settings(BaseSettings):
         "(a change made directly in the database, such as disabling an account, takes effect "
         "within this time); credits unused this long go back to the balance.",
     )
+    hide_tools_without_credential: bool = Field(
+        default=False,
+        validation_alias="TOLLGATE_HIDE_TOOLS_WITHOUT_CREDENTIAL",
+        description="Leave out of a caller's tools/list the tools of broker-auth upstreams "
+        "whose credential the caller has not connected (by default they are listed, marked "
+        'in their description and in _meta["tollgate/credential"]).',
+    )
     list_page_size: int = Field(
         default=1000,
         ge=1,

@@ -22,11 +22,9 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp import Client, MCPError
-from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from tollgate import __version__
 from tollgate.accounts import calls
 from tollgate.accounts.meter import CallMeter
 from tollgate.broker import leases
@@ -39,49 +37,27 @@ from tollgate.gateway import input_state, naming, servers, service
 from tollgate.gateway.addresses import gateway_id
 from tollgate.gateway.catalogue import Catalogue, ToolEntry, UpstreamListing, UpstreamPolicy
 from tollgate.gateway.connections import ConnectionSpec, UpstreamConnection
+from tollgate.gateway.marking import CallerServices, for_caller
 from tollgate.gateway.models import AuthMode, Upstream, UpstreamState
+from tollgate.gateway.passthrough import SERVER_INFO, Passthrough, opened_state, own_server_info
 from tollgate.gateway.pool import ConnectionPool
-from tollgate.gateway.relay import more_verbose
+from tollgate.gateway.relay import DIRECT, CallerSide
 from tollgate.gateway.upstreams import NO_AUTH, UpstreamAuth, Upstreams
 from tollgate.gateway.views import ServerSpec, View
 from tollgate.gateway.watch import ResourceWatch
 from tollgate.identity.credentials import AccountKeyCaller
+from tollgate.identity.models import User
 
 logger = logging.getLogger(__name__)
 
 RATE_WINDOW_SECONDS = 60
 """Rate limits count calls per key in one-minute windows."""
 
-SERVER_INFO = {"name": "tollgate", "version": __version__}
 
 OVERHEAD_META_KEY = "tollgate/overhead_ms"
 """Result ``_meta`` field with Tollgate's own time on the call (upstream time excluded)."""
 
 Notifier = Callable[[str], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class CallerSide:
-    """How the caller made its request: what may reach it while the upstream works."""
-
-    protocol_version: str | None = None
-    session_id: str | None = None
-    progress: ProgressFnT | None = None
-    """Relays the upstream's progress notifications to the caller (who asked for them)."""
-    log_level: types.LoggingLevel | None = None
-    """The least severe log level the caller asked for (a 2026-07-28 upstream logs only
-    when a request asks it to)."""
-    same_era: bool = False
-    """A handshake-era caller that may be asked for input: served over a handshake-era
-    upstream session (an upstream of both eras pushes its requests only there)."""
-    relays_input: bool = False
-    """A 2026-07-28 caller: an upstream's input-required result is passed on to it."""
-    input_responses: types.InputResponses | None = None
-    request_state: str | None = None
-    """The caller's answers to an earlier input-required result, and the state it came with."""
-
-
-DIRECT = CallerSide()
 
 
 @dataclass(frozen=True)
@@ -98,19 +74,6 @@ class ToolCall:
     side: CallerSide = DIRECT
     upstream_state: str | None = None
     """The upstream's own request state, out of the caller's sealed one."""
-
-
-Reference = types.PromptReference | types.ResourceTemplateReference
-
-
-def _upstream_reference(ref: Reference) -> tuple[str, Reference] | None:
-    """The upstream a completion reference names, and the reference as that upstream knows
-    it; None when it names no upstream."""
-    if isinstance(ref, types.PromptReference):
-        parts = naming.split(ref.name)
-        return (parts[0], ref.model_copy(update={"name": parts[1]})) if parts else None
-    parts = naming.split_resource_uri(ref.uri)
-    return (parts[0], ref.model_copy(update={"uri": parts[1]})) if parts else None
 
 
 def changed_kinds(before: UpstreamListing, after: UpstreamListing) -> list[str]:
@@ -141,14 +104,6 @@ def tool_error(text: str, **meta: Any) -> types.CallToolResult:
         is_error=True,
         _meta={SERVER_INFO_META_KEY: SERVER_INFO, "tollgate": meta} if meta else None,
     )
-
-
-def own_server_info(result: Any) -> Any:
-    """Replace the upstream's server info in a result's ``_meta`` with Tollgate's."""
-    meta = dict(result.meta or {})
-    meta[SERVER_INFO_META_KEY] = SERVER_INFO
-    result.meta = meta
-    return result
 
 
 def _refunded(message: str, code: str) -> types.CallToolResult:
@@ -185,7 +140,10 @@ class Gateway:
         )
         self.observers = Observers()
         self._notifiers: list[Notifier] = []
-        self.watch = ResourceWatch(self._toggle_subscription)
+        self.passthrough = Passthrough(self.upstreams, self.catalogue, self.pool, runtime.keyring)
+        """Resources, prompts, completions, log levels and subscriptions."""
+        self.watch = ResourceWatch(self.passthrough.toggle_subscription)
+        self.services = CallerServices(self._services_of)
         self.root = View(self.catalogue)
         """``/mcp``: every tool, resource and prompt, under gateway names."""
         self._views: dict[str, View] = {}
@@ -348,7 +306,7 @@ class Gateway:
         entry = self.catalogue.tool(name)
         if entry is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {name}")
-        upstream_state = self._upstream_state(caller, name, side)
+        upstream_state = opened_state(self.runtime.keyring, caller, name, side)
         limited = self._rate_limited(caller)
         if limited is not None:
             return limited
@@ -370,19 +328,6 @@ class Gateway:
             caller, entry, name, arguments or {}, request_id, started, side, upstream_state
         )
         return await self._forward(call, connection)
-
-    def _upstream_state(self, caller: AccountKeyCaller, name: str, side: CallerSide) -> str | None:
-        """The upstream's state out of the caller's sealed one (INVALID_PARAMS if forged,
-        for another account or tool, or expired)."""
-        if side.request_state is None:
-            return None
-        try:
-            opened = input_state.unseal(
-                self.runtime.keyring, side.request_state, account_id=caller.account_id, tool=name
-            )
-        except input_state.InvalidRequestState as exc:
-            raise MCPError(types.INVALID_PARAMS, "Invalid or expired requestState") from exc
-        return opened.upstream_state
 
     def _rate_limited(self, caller: AccountKeyCaller) -> types.CallToolResult | None:
         """The refusal of a call past the key's limit, saying when to retry; None if allowed."""
@@ -527,128 +472,38 @@ class Gateway:
         async with self.runtime.sessions() as session:
             return await leases.credential_of(session, self.runtime.keyring, user_id, service_name)
 
+    def needed_service(self, view: View, shown: str) -> str | None:
+        """The broker service the tool a view serves as ``shown`` needs, if any."""
+        name = view.tool_name(shown)
+        entry = self.catalogue.tool(name) if name else None
+        record = self.upstreams.get(entry.upstream) if entry else None
+        if record is None or record.auth.mode != AuthMode.BROKER:
+            return None
+        return record.auth.service
+
+    def has_broker_tools(self) -> bool:
+        """Whether any upstream calls with the user's own credential (lists need marking)."""
+        return any(r.auth.mode == AuthMode.BROKER for r in self.upstreams.values())
+
+    async def tools_for(self, caller: AccountKeyCaller, view: View) -> types.ListToolsResult:
+        """What ``view`` lists for ``caller``: tools needing a credential the caller has not
+        connected are marked, or hidden by ``TOLLGATE_HIDE_TOOLS_WITHOUT_CREDENTIAL``."""
+        result = view.tools_result()
+        if not self.has_broker_tools():
+            return result
+        connected = await self.services.of(caller.user_id)
+        hide = self.runtime.settings.hide_tools_without_credential
+        return for_caller(result, lambda n: self.needed_service(view, n), connected, hide=hide)
+
     async def _on_resource_updated(self, upstream: str, uri: str) -> None:
         await self.watch.updated(naming.resource_uri(upstream, uri))
 
-    async def _toggle_subscription(self, gateway_uri: str, subscribe: bool) -> None:
-        """Subscribe to (or unsubscribe from) a resource at its handshake-era upstream; an
-        upstream that offers no subscriptions is left alone (its resources never update)."""
-        parts = naming.split_resource_uri(gateway_uri)
-        connection = self.pool.shared(parts[0]) if parts else None
-        client = connection.client if connection is not None else None
-        if parts is None or client is None or connection is None:
-            return
-        resources = client.server_capabilities.resources
-        if connection.era in MODERN_PROTOCOL_VERSIONS or not (resources and resources.subscribe):
-            return
-        request: types.SubscribeRequest | types.UnsubscribeRequest
-        if subscribe:
-            request = types.SubscribeRequest(params=types.SubscribeRequestParams(uri=parts[1]))
-        else:
-            request = types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=parts[1]))
-        try:
-            await client.session.send_request(request, types.EmptyResult)
-        except MCPError as exc:
-            logger.info("upstream %s refused %s: %s", parts[0], request.method, exc)
-
-    async def set_log_level(self, upstreams: set[str] | None, level: types.LoggingLevel) -> None:
-        """Ask handshake-era upstreams (all visible ones, or ``upstreams``) to log at least
-        down to ``level``. Their sessions are shared, so a level is only ever lowered:
-        each caller's own level is applied when messages are relayed."""
-        for name, record in list(self.upstreams.items()):
-            if (upstreams is not None and name not in upstreams) or not self.catalogue.is_visible(
-                name
-            ):
-                continue
-            for connection in list(record.connections()):
-                await _lower_log_level(connection, level)
-
-    async def read_resource(self, uri: str) -> types.ReadResourceResult:
-        """Read a mapped resource from its upstream."""
-        parts = naming.split_resource_uri(uri)
-        connection = self.pool.shared(parts[0]) if parts else None
-        if parts is None or connection is None or not self.catalogue.is_visible(parts[0]):
-            raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {uri}")
-        original = parts[1]
-        result = await connection.call(
-            lambda client: client.read_resource(original, cache_mode="bypass")
-        )
-        if not isinstance(result, types.ReadResourceResult):
-            raise MCPError(types.INTERNAL_ERROR, "The upstream asked for input")
-        result.contents = [
-            c.model_copy(update={"uri": naming.resource_uri(parts[0], str(c.uri))})
-            for c in result.contents
-        ]
-        return own_server_info(result)  # type: ignore[no-any-return]
-
-    async def complete(self, params: types.CompleteRequestParams) -> types.CompleteResult:
-        """Completions for an argument of a prompt or resource template, from its upstream
-        (none when the upstream offers no completions)."""
-        found = _upstream_reference(params.ref)
-        connection = self.pool.shared(found[0]) if found else None
-        if found is None or connection is None or not self.catalogue.is_visible(found[0]):
-            raise MCPError(types.INVALID_PARAMS, "Unknown prompt or resource template")
-        original = found[1]
-        context = params.context.arguments if params.context is not None else None
-        argument = {"name": params.argument.name, "value": params.argument.value}
-        try:
-            return await connection.call(
-                lambda client: client.complete(original, argument, context_arguments=context)
+    async def _services_of(self, user_id: int) -> frozenset[str]:
+        async with self.runtime.sessions() as session:
+            user = await session.get(User, user_id)
+            return (
+                frozenset(await leases.available_services(session, user)) if user else frozenset()
             )
-        except MCPError as exc:
-            if exc.code != types.METHOD_NOT_FOUND:
-                raise
-            return types.CompleteResult(completion=types.Completion(values=[]))
-
-    async def get_prompt(
-        self,
-        caller: AccountKeyCaller,
-        name: str,
-        arguments: dict[str, str] | None,
-        side: CallerSide = DIRECT,
-    ) -> types.GetPromptResult | types.InputRequiredResult:
-        """Get a prompt from its upstream; a 2026-07-28 caller is passed on the upstream's
-        questions (input-required), as for a tool call."""
-        parts = naming.split(name)
-        connection = self.pool.shared(parts[0]) if parts else None
-        if parts is None or connection is None or not self.catalogue.is_visible(parts[0]):
-            raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {name}")
-        original, bound_to = parts[1], f"prompts/get:{name}"
-        upstream_state = self._upstream_state(caller, bound_to, side)
-        if side.relays_input and connection.era in MODERN_PROTOCOL_VERSIONS:
-            result = await connection.call(
-                lambda client: client.session.get_prompt(
-                    original,
-                    arguments,
-                    input_responses=side.input_responses,
-                    request_state=upstream_state,
-                    allow_input_required=True,
-                )
-            )
-        else:
-            result = await connection.call(lambda client: client.get_prompt(original, arguments))
-        if isinstance(result, types.InputRequiredResult):
-            state = input_state.InputState(caller.account_id, bound_to, result.request_state)
-            sealed = input_state.seal(self.runtime.keyring, state)
-            return result.model_copy(update={"request_state": sealed})
-        return own_server_info(result)  # type: ignore[no-any-return]
-
-
-async def _lower_log_level(connection: UpstreamConnection, level: types.LoggingLevel) -> None:
-    client = connection.client
-    if (
-        client is None
-        or connection.era in MODERN_PROTOCOL_VERSIONS
-        or client.server_capabilities.logging is None
-        or not more_verbose(level, connection.log_level)
-    ):
-        return
-    try:
-        request = types.SetLevelRequest(params=types.SetLevelRequestParams(level=level))
-        await client.session.send_request(request, types.EmptyResult)
-        connection.log_level = level
-    except MCPError as exc:
-        logger.info("upstream %s refused logging/setLevel: %s", connection.spec.name, exc)
 
 
 async def _send_call(

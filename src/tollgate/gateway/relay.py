@@ -24,6 +24,7 @@ import mcp_types as types
 from mcp import MCPError
 from mcp.client.session import ClientRequestContext
 from mcp.server import ServerRequestContext
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -164,3 +165,27 @@ async def relay_elicitation(
     answer: types.ElicitResult | types.ErrorData
     answer = await _ask(caller, types.ElicitRequest(params=params), types.ElicitResult)
     return answer
+
+
+@dataclass(frozen=True)
+class CallerSide:
+    """How the caller made its request: what may reach it while the upstream works."""
+
+    protocol_version: str | None = None
+    session_id: str | None = None
+    progress: ProgressFnT | None = None
+    """Relays the upstream's progress notifications to the caller (who asked for them)."""
+    log_level: types.LoggingLevel | None = None
+    """The least severe log level the caller asked for (a 2026-07-28 upstream logs only
+    when a request asks it to)."""
+    same_era: bool = False
+    """A handshake-era caller that may be asked for input: served over a handshake-era
+    upstream session (an upstream of both eras pushes its requests only there)."""
+    relays_input: bool = False
+    """A 2026-07-28 caller: an upstream's input-required result is passed on to it."""
+    input_responses: types.InputResponses | None = None
+    request_state: str | None = None
+    """The caller's answers to an earlier input-required result, and the state it came with."""
+
+
+DIRECT = CallerSide()

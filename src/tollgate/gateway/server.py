@@ -43,9 +43,14 @@ from tollgate.core.errors import (
     not_found_response,
 )
 from tollgate.gateway import naming
-from tollgate.gateway.hub import CallerSide, Gateway
+from tollgate.gateway.hub import Gateway
 from tollgate.gateway.pages import page
-from tollgate.gateway.relay import CallerRequest, current_caller_request, set_caller_log_level
+from tollgate.gateway.relay import (
+    CallerRequest,
+    CallerSide,
+    current_caller_request,
+    set_caller_log_level,
+)
 from tollgate.gateway.servers import Memberships, server_of_path
 from tollgate.gateway.views import View
 from tollgate.identity.credentials import (
@@ -211,8 +216,7 @@ class McpEndpoint:
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        _caller()
-        result = self._view().tools_result()
+        result = await self.gateway.tools_for(_caller(), self._view())
         if len(result.tools) <= self._page_size and not (params and params.cursor):
             return result  # built once per change: the common case copies nothing
         tools, after = page(result.tools, params, self._page_size, "tools")
@@ -246,7 +250,9 @@ class McpEndpoint:
         _caller()
         set_caller_log_level(ctx, params.level)
         spec = self._view().spec
-        await self.gateway.set_log_level(spec.upstreams() if spec else None, params.level)
+        await self.gateway.passthrough.set_log_level(
+            spec.upstreams() if spec else None, params.level
+        )
         return types.EmptyResult()
 
     def _watched_uri(self, uri: str) -> str:
@@ -298,7 +304,7 @@ class McpEndpoint:
         uri = view.resource_uri(str(params.uri))
         if uri is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {params.uri}")
-        result = await self.gateway.read_resource(uri)
+        result = await self.gateway.passthrough.read_resource(uri)
         if view.spec is not None and not view.spec.prefixed:
             result.contents = [
                 c.model_copy(update={"uri": view.shown_uri(str(c.uri))}) for c in result.contents
@@ -326,7 +332,7 @@ class McpEndpoint:
             input_responses=params.input_responses,
             request_state=params.request_state,
         )
-        return await self.gateway.get_prompt(_caller(), name, params.arguments, side)
+        return await self.gateway.passthrough.get_prompt(_caller(), name, params.arguments, side)
 
     async def _complete(
         self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams
@@ -335,7 +341,7 @@ class McpEndpoint:
         reference = self._view().reference(params.ref)
         if reference is None:
             raise MCPError(types.INVALID_PARAMS, "Unknown prompt or resource template")
-        return await self.gateway.complete(params.model_copy(update={"ref": reference}))
+        return await self.gateway.passthrough.complete(params.model_copy(update={"ref": reference}))
 
 
 class BearerGate:
