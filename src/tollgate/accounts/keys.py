@@ -24,6 +24,7 @@ from tollgate.identity.credentials import (
     AccountKeys,
 )
 from tollgate.identity.models import User
+from tollgate.identity.oauth.service import AccountRef
 
 KEY_RANDOM_CHARS = 32
 """``mcp_`` + 32 URL-safe characters: about 190 bits of randomness."""
@@ -74,6 +75,21 @@ class KeyStore(AccountKeys):
         async with self.sessions() as session:
             row = (await session.execute(query)).first()
         return AccountKeyCaller(row.id, row.user_id, row.user_email) if row else None
+
+    async def account_of_user(self, user_id: int) -> AccountRef | None:
+        """The enabled account of an active user (what an OAuth access token acts as)."""
+        query = (
+            select(McpAccount.id, McpAccount.user_id, McpAccount.user_email)
+            .join(User, User.id == McpAccount.user_id)
+            .where(
+                McpAccount.user_id == user_id,
+                McpAccount.is_active.is_(True),
+                User.is_active.is_(True),
+            )
+        )
+        async with self.sessions() as session:
+            row = (await session.execute(query)).first()
+        return AccountRef(row.id, row.user_id, row.user_email) if row else None
 
     async def touch(self, account_id: int) -> None:
         """Record that the account connected, at most once a minute (across processes)."""

@@ -43,6 +43,7 @@ from tollgate.core.errors import (
     not_found_response,
 )
 from tollgate.gateway import naming
+from tollgate.gateway.addresses import public_base_url
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.pages import page
 from tollgate.gateway.relay import (
@@ -54,12 +55,13 @@ from tollgate.gateway.relay import (
 from tollgate.gateway.servers import Memberships, server_of_path
 from tollgate.gateway.views import View
 from tollgate.identity.credentials import (
-    ACCOUNT_KEY_ONLY,
     ACCOUNT_KEY_PREFIX,
     AccountKeyCaller,
     Credentials,
     WrongKind,
 )
+from tollgate.identity.oauth.service import ACCESS_TOKEN_PREFIX as OAUTH_TOKEN_PREFIX
+from tollgate.identity.oauth.service import OAuthCaller
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,9 @@ PROTECTED_RESOURCE_ROOT = "/.well-known/oauth-protected-resource"
 
 KEY_REQUIRED = f"An active Tollgate account key ({ACCOUNT_KEY_PREFIX}...) is required"
 """Why ``/mcp`` refused a request (an access token is told so by name instead)."""
+
+WRONG_RESOURCE = "This OAuth access token was issued for another resource"
+"""Why ``/mcp`` refused an OAuth token whose audience (RFC 8707) is another path or host."""
 
 current_caller: contextvars.ContextVar[AccountKeyCaller | None] = contextvars.ContextVar(
     "tollgate_mcp_caller", default=None
@@ -409,20 +414,34 @@ class BearerGate:
             await self._refuse(scope, receive, send, "invalid_request")
             return None
         try:
-            return await self._authenticate(token)
+            return await self._authenticate(token, scope)
         except WrongKind as wrong:
             await self._refuse(scope, receive, send, "invalid_token", wrong.message)
-        except Unauthorized:
-            await self._refuse(scope, receive, send, "invalid_token")
+        except Unauthorized as refused:
+            # An OAuth token is told why (expired, revoked, another resource).
+            oauth = token.startswith(OAUTH_TOKEN_PREFIX)
+            description = refused.message if oauth else KEY_REQUIRED
+            await self._refuse(scope, receive, send, "invalid_token", description)
         return None
 
-    async def _authenticate(self, token: str) -> AccountKeyCaller:
-        """The account behind an active key; Unauthorized (WrongKind for an access token)."""
-        identity = await self.credentials.authenticate_bearer(token, accept=ACCOUNT_KEY_ONLY)
+    async def _authenticate(self, token: str, scope: Scope) -> AccountKeyCaller:
+        """The account behind an active key, or behind an OAuth access token issued for this
+        very resource (RFC 8707); Unauthorized (WrongKind for a broker access token)."""
+        identity = await self.credentials.authenticate_mcp(token)
+        if isinstance(identity, OAuthCaller):
+            identity = self._oauth_account(identity, scope)
         if not isinstance(identity, AccountKeyCaller):
             raise Unauthorized(KEY_REQUIRED, code="invalid_token")
         await self.keys.touch(identity.account_id)
         return identity
+
+    def _oauth_account(self, caller: OAuthCaller, scope: Scope) -> AccountKeyCaller:
+        """The account an OAuth token acts as, if the token's audience is the requested
+        resource (``/mcp`` or this virtual server's path, under the public base URL)."""
+        base = public_base_url(self.gateway.runtime.settings, scope)
+        if caller.resource != base + scope["path"].rstrip("/"):
+            raise Unauthorized(WRONG_RESOURCE, code="invalid_token")
+        return AccountKeyCaller(caller.account_id, caller.user_id, caller.email)
 
     async def _refuse(
         self,

@@ -32,6 +32,8 @@ from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
 from tollgate.identity.jwt import decode_access_token
 from tollgate.identity.models import AccessToken, User
+from tollgate.identity.oauth.service import ACCESS_TOKEN_PREFIX as OAUTH_TOKEN_PREFIX
+from tollgate.identity.oauth.service import OAuthCaller, OAuthServer
 from tollgate.identity.service import user_for_claims
 
 logger = logging.getLogger(__name__)
@@ -281,10 +283,12 @@ class Credentials:
         runtime: Runtime,
         account_keys: AccountKeys,
         on_token_refused: TokenRefusalHook | None = None,
+        oauth: OAuthServer | None = None,
     ) -> None:
         self.runtime = runtime
         self.account_keys = account_keys
         self.on_token_refused = on_token_refused
+        self.oauth = oauth
 
     async def authenticate_bearer(
         self,
@@ -312,6 +316,18 @@ class Credentials:
         if Kind.USER in accept:
             return UserCaller(await user_for_jwt(value, _needed(session), self.runtime.settings))
         raise Unauthorized(INVALID_KEY, code=refusal_code(accept))
+
+    async def authenticate_mcp(self, value: str) -> AccountKeyCaller | OAuthCaller:
+        """What ``/mcp`` takes: an account key, or an OAuth access token (``mcpat_...``)
+        acting as its user's account; whether the token's audience is the requested resource
+        is the endpoint's to check. Account keys take the same path as before: the prefix
+        test is all an OAuth token adds to them."""
+        if self.oauth is not None and value.startswith(OAUTH_TOKEN_PREFIX):
+            return await self.oauth.authenticate(value)
+        caller = await self.authenticate_bearer(value, accept=ACCOUNT_KEY_ONLY)
+        if not isinstance(caller, AccountKeyCaller):  # not accepted: never resolved as one
+            raise Unauthorized(INVALID_KEY, code="invalid_key")
+        return caller
 
     async def _account_key(self, value: str, accept: Collection[Kind]) -> AccountKeyCaller:
         """An account key; an access token from before ``mcpt_`` is refused by name."""

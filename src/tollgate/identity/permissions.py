@@ -27,6 +27,7 @@ ADMIN_PERMISSIONS: Final = USER_PERMISSIONS | frozenset(
         "audit.read",
         "upstreams.manage",
         "servers.manage",
+        "oauth.manage",
         "services.manage",
         "llm.manage",
     }
