@@ -16,6 +16,8 @@ from sqlalchemy import func, select, update
 from tests.broker.factories import jira, lease, mcp_headers, person, personal_integration
 from tests.conftest import JWT_SECRET, auth, bearer, make_user
 from tollgate import __version__
+from tollgate.chat import llm_settings
+from tollgate.chat.schemas import ProviderCreate
 from tollgate.cli import SERVER_COLUMNS, UPSTREAM_COLUMNS
 from tollgate.core.crypto import Keyring, generate_key_spec
 from tollgate.core.database import Base, transaction
@@ -298,8 +300,10 @@ async def _seal_every_encrypted_column(
     await personal_integration(client, auth(runtime, user), "jira", jira())
     await lease(client, await mcp_headers(client, runtime, user), ["jira"])
     body = UpstreamCreate(name="vault", url="https://vault.example/mcp", headers={"X-Key": "k"})
+    provider = ProviderCreate(name="llm", kind="openai", api_key="sk-rotating")
     async with transaction(runtime.sessions) as session:
         await upstream_service.create(session, runtime.keyring, body)
+        await llm_settings.create_provider(session, runtime.keyring, provider)
     expected: dict[str, dict[object, str]] = {}
     async with transaction(runtime.sessions) as session:
         for entry in _envelope_columns():

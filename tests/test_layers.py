@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKER = ROOT / "tools" / "check_layers.py"
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
-PARTS = ("core", "identity", "accounts", "broker", "gateway", "data", "analytics")
+PARTS = ("core", "identity", "accounts", "broker", "gateway", "data", "analytics", "chat")
 WIRING = ("app", "cli", "client", "models", "migrate")
 
 CLEAN_TREE = {
@@ -33,6 +33,7 @@ CLEAN_TREE = {
     "broker/service.py": "from tollgate.core import settings\n",
     "analytics/service.py": "from tollgate.core import settings\n",
     "data/service.py": "from tollgate.identity import service\n",
+    "chat/service.py": "from tollgate.identity import service\n",
     "gateway/service.py": (
         "from tollgate.accounts import service as accounts\n"
         "from tollgate.analytics import service as analytics\n"
@@ -107,6 +108,7 @@ def test_import_contracts_pass_on_a_tree_that_keeps_the_directions(tmp_path: Pat
         ),
         ("data/service.py", "from tollgate.gateway import service\n", "data uses core and"),
         ("data/service.py", "from tollgate.accounts import service\n", "data uses core and"),
+        ("chat/service.py", "from tollgate.gateway import service\n", "chat uses core and"),
         ("broker/service.py", "from tollgate.accounts import service\n", "broker uses core"),
         ("identity/service.py", "from tollgate.broker import service\n", "identity uses core"),
         ("gateway/service.py", "from tollgate import app\n", "no part imports the wiring"),

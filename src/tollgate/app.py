@@ -23,8 +23,14 @@ from tollgate.broker import jobs as broker_jobs
 from tollgate.broker import organization_routes
 from tollgate.broker import routes as broker_routes
 from tollgate.broker.deps import audit_token_refusal
+from tollgate.chat import routes as chat_routes
+from tollgate.chat.loop import Limits
+from tollgate.chat.service import ChatService
+from tollgate.chat.store import SessionStore
+from tollgate.chat_wiring import chat_tool_sources
 from tollgate.core import health
 from tollgate.core.bodylimit import BodySizeLimit
+from tollgate.core.docs import install_docs
 from tollgate.core.errors import COMMON_ERRORS, error_responses, install_error_handlers
 from tollgate.core.instances import HEARTBEAT_INTERVAL_SECONDS, heartbeat
 from tollgate.core.jobs import Scheduler
@@ -45,11 +51,15 @@ from tollgate.gateway.servers import SERVERS_PATH_PREFIX, server_of_path
 from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
 from tollgate.identity import routes as identity_routes
 from tollgate.identity.credentials import Credentials
+from tollgate.identity.oauth import routes as oauth_routes
+from tollgate.identity.oauth.service import OAuthServer
 from tollgate.wiring import install_identity_hooks
 
 logger = logging.getLogger(__name__)
 
 MCP_PATHS = frozenset({"/mcp", "/mcp/"})
+
+OPENAPI_PATH = "/api/v1/openapi.json"
 
 ANALYTICS_RETENTION_INTERVAL_SECONDS = 3600.0
 """Raw analytics events past the retention are rolled up and pruned hourly."""
@@ -64,7 +74,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     if configure_logs:
         configure_logging(settings.log_level, settings.log_json)
     runtime = Runtime.build(settings)
-    credentials = Credentials(runtime, key_store(runtime), audit_token_refusal(runtime))
+    oauth = OAuthServer(runtime, key_store(runtime).account_of_user)
+    credentials = Credentials(runtime, key_store(runtime), audit_token_refusal(runtime), oauth)
     install_identity_hooks()
     settler = Settler(runtime.writes)
     holds = CreditHolds(
@@ -93,6 +104,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     components: list[object] = [settler, holds, meter, gateway, endpoint, recorder, keys]
     components.append(credentials)
+    components.append(_chat_service(runtime, gateway, recorder))
+    components.append(oauth)
     state = AppState(runtime, *components, *([data] if data is not None else []))
     session_router = SessionRouter(
         BearerGate(
@@ -155,13 +168,14 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         title="Tollgate",
         version=__version__,
         description="Self-hosted MCP gateway and control plane.",
-        docs_url="/api/v1/docs",
-        redoc_url="/api/v1/redoc",
-        openapi_url="/api/v1/openapi.json",
+        docs_url=None,  # served from local assets: install_docs below
+        redoc_url=None,
+        openapi_url=OPENAPI_PATH,
         lifespan=lifespan,
         debug=False,
     )
     install_state(app, state)
+    install_docs(app, OPENAPI_PATH)
     install_error_handlers(app)
     # /mcp skips the route table (it is matched last, after every API route); added first,
     # this sits inside the body limit.
@@ -186,14 +200,37 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         organization_routes.invitations_router,
         gateway_routes.router,
         gateway_routes.servers_router,
+        chat_routes.router,
+        chat_routes.settings_router,
     ):
         app.include_router(router, responses=error_responses(*COMMON_ERRORS))
     app.include_router(gateway_routes.metadata_router)
+    app.include_router(oauth_routes.protocol_router)
+    app.include_router(oauth_routes.api_router, responses=error_responses(*COMMON_ERRORS))
     app.include_router(data_routes.router)
     for router in (analytics_routes.router, analytics_routes.metrics_router):
         app.include_router(router, responses=error_responses(*COMMON_ERRORS))
     app.mount("/", session_router)
     return app
+
+
+def _chat_service(runtime: Runtime, gateway: Gateway, recorder: Recorder) -> ChatService:
+    """The LLM chat, its tools through this process's gateway, its costs into analytics."""
+    settings = runtime.settings
+    store = SessionStore(
+        runtime.cache,
+        runtime.keyring,
+        ttl=settings.chat_session_ttl_seconds,
+        history_limit=settings.chat_history_messages,
+    )
+    return ChatService(
+        runtime.sessions,
+        runtime.keyring,
+        store,
+        chat_tool_sources(runtime, gateway),
+        recorder.observe_model_call,
+        Limits(settings.chat_max_steps, settings.chat_tool_result_chars),
+    )
 
 
 async def _quietly(work: Awaitable[object], what: str) -> None:

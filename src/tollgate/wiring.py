@@ -6,6 +6,7 @@ from __future__ import annotations
 from tollgate.accounts.service import keys_follow_their_user
 from tollgate.broker.models import Integration, Lease
 from tollgate.broker.wiring import organization_hooks
+from tollgate.chat.models import LlmProvider
 from tollgate.core.encrypted import EncryptedColumn, encrypted_column
 from tollgate.gateway.models import Upstream
 from tollgate.identity import organizations
@@ -18,6 +19,7 @@ def encrypted_columns() -> tuple[EncryptedColumn, ...]:
     return (
         encrypted_column(Upstream, "headers_envelope"),
         encrypted_column(Upstream, "env_envelope"),
+        encrypted_column(LlmProvider, "api_key_envelope"),
         encrypted_column(Integration, "credentials_envelope"),
         encrypted_column(Lease, "credentials_envelope"),
     )

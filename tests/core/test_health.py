@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from tollgate import __version__
@@ -29,3 +31,17 @@ async def test_unknown_path_gets_json_error_with_code(client: httpx.AsyncClient)
     response = await client.get("/no/such/path")
     assert response.status_code == 404
     assert response.json()["detail"]["code"] == "not_found"
+
+
+async def test_docs_pages_load_their_assets_from_tollgate_itself(
+    client: httpx.AsyncClient,
+) -> None:
+    pages = [(await client.get(page)).text for page in ("/api/v1/docs", "/api/v1/redoc")]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', "".join(pages))
+    spec = (await client.get("/api/v1/openapi.json")).json()
+
+    assert assets
+    assert all(a.startswith("/api/v1/") for a in assets), assets
+    for asset in assets:
+        assert (await client.get(asset)).status_code == 200, asset
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -4,16 +4,24 @@ off the request path, and published on the live feed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from tollgate.analytics.models import AnalyticsSession, ErrorLog, PerformanceMetric, UsageEvent
+from tollgate.analytics.models import (
+    AnalyticsSession,
+    CostTracking,
+    ErrorLog,
+    PerformanceMetric,
+    UsageEvent,
+)
 from tollgate.core.batching import BatchWriter
 from tollgate.core.cache import Cache
 from tollgate.core.database import SyncWrites
@@ -78,6 +86,32 @@ class CallEvent(Protocol):
     def session_id(self) -> str | None: ...
 
 
+class ModelCallEvent(Protocol):
+    """What the chat reports about one LLM call (``tollgate.chat.service.LlmCall``)."""
+
+    @property
+    def user_id(self) -> int: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def input_tokens(self) -> int: ...
+
+    @property
+    def output_tokens(self) -> int: ...
+
+    @property
+    def cost_usd(self) -> Decimal: ...
+
+
+LLM_EVENT_TYPE = "llm_call"
+"""The ``event_type`` of a chat's model call in the usage events (its cost is in costs)."""
+
+
 def live_message(kind: str, record: dict[str, Any]) -> str:
     """The JSON the live feed carries for one record."""
     return json.dumps({"type": kind, **record}, default=str)
@@ -94,7 +128,13 @@ class Recorder:
         )
         self.start = self._writer.start
         self.flush = self._writer.flush
-        self.stop = self._writer.stop
+        self._model_calls: set[asyncio.Task[None]] = set()
+
+    async def stop(self) -> None:
+        """Write what is queued (call events and model calls), then stop."""
+        if self._model_calls:
+            await asyncio.gather(*self._model_calls, return_exceptions=True)
+        await self._writer.stop()
 
     def observe(self, event: CallEvent) -> None:
         """The gateway's observer hook: count it for Prometheus and queue it."""
@@ -110,6 +150,51 @@ class Recorder:
         if event.credits:
             CREDITS_CHARGED.inc(event.credits)
         self._writer.submit((event, datetime.now(UTC)))
+
+    def observe_model_call(self, event: ModelCallEvent) -> None:
+        """The chat's hook: one model call becomes a cost record and a usage event, written
+        at once off the request path (model calls are seconds apart, not a hot path)."""
+        at = datetime.now(UTC)
+        usage = {
+            "timestamp": at,
+            "event_type": LLM_EVENT_TYPE,
+            "tool_name": event.model[:TOOL_NAME_LENGTH],
+            "service": event.provider[:64],
+            "success": True,
+            "credits": 0,
+            "event_metadata": {
+                "user_id": event.user_id,
+                "input_tokens": event.input_tokens,
+                "output_tokens": event.output_tokens,
+            },
+        }
+        cost = {
+            "timestamp": at,
+            "service_name": event.provider[:64],
+            "operation_type": LLM_EVENT_TYPE,
+            "tokens_used": event.input_tokens + event.output_tokens,
+            "cost_usd": event.cost_usd,
+            "cost_metadata": {
+                "model": event.model,
+                "user_id": event.user_id,
+                "input_tokens": event.input_tokens,
+                "output_tokens": event.output_tokens,
+            },
+        }
+        task = asyncio.get_running_loop().create_task(self._write_model_call(usage, cost))
+        self._model_calls.add(task)
+        task.add_done_callback(self._model_calls.discard)
+
+    async def _write_model_call(self, usage: dict[str, Any], cost: dict[str, Any]) -> None:
+        def write(session: Session) -> None:
+            session.execute(insert(UsageEvent), [usage])
+            session.execute(insert(CostTracking), [cost])
+
+        try:
+            await self._writes.run(write)
+            await self._cache.publish(LIVE_CHANNEL, _live_event(usage))
+        except Exception:
+            logger.exception("recording a model call failed")
 
     async def _write(self, batch: list[tuple[CallEvent, datetime]]) -> None:
         events = [_usage_row(event, at) for event, at in batch]

@@ -114,6 +114,14 @@ class ServiceUnavailable(TollgateError):
     message = "Service unavailable"
 
 
+class GatewayTimeout(TollgateError):
+    """A dependency (an LLM provider, an upstream) took too long to answer."""
+
+    status_code = 504
+    code = "timeout"
+    message = "The request timed out"
+
+
 class McpNotEnabled(NotFound):
     """Seed 000's answer for a user without an MCP account."""
 

@@ -176,6 +176,19 @@ class Settings(BaseSettings):
         description="How long a looked-up account key stays cached (a replaced or revoked "
         "key is refused at once regardless).",
     )
+    oauth_access_token_seconds: int = Field(
+        default=3600,
+        ge=1,
+        validation_alias="TOLLGATE_OAUTH_ACCESS_TOKEN_SECONDS",
+        description="Lifetime of an access token issued by Tollgate's OAuth authorization "
+        "server; clients renew it with their refresh token.",
+    )
+    oauth_client_metadata_allow_loopback: bool = Field(
+        default=False,
+        validation_alias="TOLLGATE_OAUTH_CLIENT_METADATA_ALLOW_LOOPBACK",
+        description="Let OAuth client ids be `http://127.0.0.1` metadata document URLs "
+        "(tests and local development only; otherwise only public HTTPS URLs are fetched).",
+    )
     login_max_failures_per_user: int = Field(
         default=5,
         ge=1,
@@ -255,6 +268,40 @@ class Settings(BaseSettings):
         description="How long drawn credits serve calls before the account is checked again "
         "(a change made directly in the database, such as disabling an account, takes effect "
         "within this time); credits unused this long go back to the balance.",
+    )
+    chat_max_steps: int = Field(
+        default=8,
+        ge=1,
+        le=50,
+        validation_alias="TOLLGATE_CHAT_MAX_STEPS",
+        description="Model calls one chat turn may make at most (each may ask for tools); "
+        "a turn that reaches it ends with what the model said last.",
+    )
+    chat_tool_result_chars: int = Field(
+        default=20_000,
+        ge=100,
+        validation_alias="TOLLGATE_CHAT_TOOL_RESULT_CHARS",
+        description="Characters of one tool result the chat puts into the conversation; "
+        "the rest is cut, saying so.",
+    )
+    chat_session_ttl_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias="TOLLGATE_CHAT_SESSION_TTL_SECONDS",
+        description="A chat session unused this long is forgotten (its history too).",
+    )
+    chat_history_messages: int = Field(
+        default=50,
+        ge=2,
+        validation_alias="TOLLGATE_CHAT_HISTORY_MESSAGES",
+        description="Messages of a chat session's history kept (and sent to the model).",
+    )
+    chat_allow_external_servers: bool = Field(
+        default=False,
+        validation_alias="TOLLGATE_CHAT_ALLOW_EXTERNAL_SERVERS",
+        description="Let /llmchat/connect name an MCP server other than Tollgate itself "
+        "(its address is checked like an upstream's). By default the chat's tools are "
+        "Tollgate's own /mcp or one of its virtual servers.",
     )
     hide_tools_without_credential: bool = Field(
         default=False,

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tollgate.core.deps import SessionDep, SettingsDep
 from tollgate.core.errors import Forbidden, Unauthorized
@@ -13,6 +14,14 @@ from tollgate.core.state import component
 from tollgate.identity.credentials import Credentials, user_for_jwt
 from tollgate.identity.models import User
 from tollgate.identity.permissions import permissions_for
+
+BEARER_SCHEME = HTTPBearer(
+    auto_error=False,
+    description="A user's JWT (from /api/v1/auth/login), an account key (mcp_...) or an "
+    "access token (mcpt_...), as each route says.",
+)
+"""Declares the bearer scheme in the OpenAPI document (the docs' Authorize button); the
+header itself is read below, with seed 000's refusals."""
 
 
 def bearer_token(request: Request) -> str:
@@ -26,7 +35,15 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-BearerToken = Annotated[str, Depends(bearer_token)]
+def declared_bearer_token(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER_SCHEME)],
+) -> str:
+    """:func:`bearer_token`, as a dependency the OpenAPI document shows as bearer auth."""
+    return bearer_token(request)
+
+
+BearerToken = Annotated[str, Depends(declared_bearer_token)]
 
 
 CredentialsDep = Annotated[Credentials, Depends(component(Credentials))]
