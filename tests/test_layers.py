@@ -19,7 +19,7 @@ CHECKER = ROOT / "tools" / "check_layers.py"
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 PARTS = ("core", "identity", "accounts", "broker", "gateway", "data", "analytics", "chat")
-WIRING = ("app", "cli", "client", "models", "migrate")
+WIRING = ("app", "cli", "client", "models", "migrate", "web")
 
 CLEAN_TREE = {
     "core/settings.py": "import json\n",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from tollgate import __version__
@@ -53,11 +55,15 @@ from tollgate.identity import routes as identity_routes
 from tollgate.identity.credentials import Credentials
 from tollgate.identity.oauth import routes as oauth_routes
 from tollgate.identity.oauth.service import OAuthServer
+from tollgate.web import routes as web_routes
+from tollgate.web.session import SignInRequired, to_login
 from tollgate.wiring import install_identity_hooks
 
 logger = logging.getLogger(__name__)
 
 MCP_PATHS = frozenset({"/mcp", "/mcp/"})
+
+WEB_STATIC = Path(web_routes.__file__).parent / "static"
 
 OPENAPI_PATH = "/api/v1/openapi.json"
 
@@ -208,6 +214,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(oauth_routes.protocol_router)
     app.include_router(oauth_routes.api_router, responses=error_responses(*COMMON_ERRORS))
     app.include_router(data_routes.router)
+    _install_pages(app)
     for router in (analytics_routes.router, analytics_routes.metrics_router):
         app.include_router(router, responses=error_responses(*COMMON_ERRORS))
     app.mount("/", session_router)
@@ -231,6 +238,17 @@ def _chat_service(runtime: Runtime, gateway: Gateway, recorder: Recorder) -> Cha
         recorder.observe_model_call,
         Limits(settings.chat_max_steps, settings.chat_tool_result_chars),
     )
+
+
+def _install_pages(app: FastAPI) -> None:
+    """The portal and admin pages, their static files, and the sign-in redirect."""
+    app.include_router(web_routes.router)
+    app.mount("/static", StaticFiles(directory=WEB_STATIC), name="static")
+
+    async def sign_in_first(request: Request, _: Exception) -> Response:
+        return to_login(request)
+
+    app.add_exception_handler(SignInRequired, sign_in_first)
 
 
 async def _quietly(work: Awaitable[object], what: str) -> None:

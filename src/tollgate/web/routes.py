@@ -1,0 +1,302 @@
+"""The pages: sign in, the user portal (account, key, credits, usage) and the admin console
+(upstreams, the live dashboard). Each route states who may see it; forms carry a CSRF token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from tollgate.accounts import service as accounts
+from tollgate.accounts.deps import KeyStoreDep
+from tollgate.analytics import service as analytics
+from tollgate.chat.schemas import ChatInput, ConnectInput, LLMInput, ServerInput
+from tollgate.chat.service import ChatService
+from tollgate.core.database import commit
+from tollgate.core.deps import CacheDep, ClientAddress, RuntimeDep, SessionDep, SettingsDep
+from tollgate.core.errors import BadRequest, Forbidden, TollgateError
+from tollgate.core.state import component
+from tollgate.gateway import admin as upstream_admin
+from tollgate.gateway.hub import Gateway
+from tollgate.gateway.schemas import UpstreamCreate
+from tollgate.identity import service as identity
+from tollgate.identity.models import User
+from tollgate.identity.oauth.service import OAuthServer
+from tollgate.identity.permissions import permissions_for
+from tollgate.web import service
+from tollgate.web.session import (
+    PAGES_PATH,
+    CsrfChecked,
+    PageUser,
+    check_csrf,
+    csrf_token,
+    keep_csrf,
+    sign_in,
+    sign_out,
+)
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+GatewayDep = Annotated[Gateway, Depends(component(Gateway))]
+ChatDep = Annotated[ChatService, Depends(component(ChatService))]
+OAuthDep = Annotated[OAuthServer, Depends(component(OAuthServer))]
+
+
+def render(
+    request: Request, template: str, user: User | None, status: int = 200, **context: Any
+) -> HTMLResponse:
+    """A page, with the signed-in user, what they may do and this browser's CSRF token."""
+    token = csrf_token(request)
+    held = permissions_for(user.role, user.is_superuser) if user else frozenset()
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {"user": user, "may": held, "csrf": token, "base": PAGES_PATH, **context},
+        status_code=status,
+    )
+    keep_csrf(request, response, token)
+    return response
+
+
+def _require(user: User, permission: str) -> None:
+    if permission not in permissions_for(user.role, user.is_superuser):
+        raise Forbidden(f"This page needs the {permission!r} permission")
+
+
+@router.get("/")
+async def home() -> RedirectResponse:
+    """The portal. Public (it asks to sign in)."""
+    return RedirectResponse(f"{PAGES_PATH}/", status_code=303)
+
+
+@router.get(f"{PAGES_PATH}/login")
+async def login_page(request: Request, next: str = f"{PAGES_PATH}/") -> HTMLResponse:
+    """The sign-in form. Public."""
+    return render(request, "login.html", None, next=_local(next))
+
+
+@router.post(f"{PAGES_PATH}/login")
+async def login(
+    request: Request,
+    _: CsrfChecked,
+    session: SessionDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    address: ClientAddress,
+    username: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    next: Annotated[str, Form(max_length=500)] = f"{PAGES_PATH}/",
+) -> Response:
+    """Sign in with a username (or email) and password. Public."""
+    throttle = identity.LoginThrottle(cache, settings)
+    try:
+        user = await identity.authenticate(session, throttle, username, password, address)
+    except TollgateError as refused:
+        return render(request, "login.html", None, 401, next=_local(next), error=refused.message)
+    response = RedirectResponse(_local(next), status_code=303)
+    sign_in(response, settings, identity.issue_access_token(settings, user))
+    return response
+
+
+@router.post(f"{PAGES_PATH}/logout")
+async def logout(_: CsrfChecked) -> Response:
+    """End the session. Any signed-in browser."""
+    response = RedirectResponse(f"{PAGES_PATH}/login", status_code=303)
+    sign_out(response)
+    return response
+
+
+async def _portal(
+    request: Request, user: User, session: SessionDep, oauth: OAuthServer, **extra: Any
+) -> HTMLResponse:
+    content = await service.portal(session, user.id)
+    grants = await oauth.grants(session, user.id)
+    status = 400 if extra.get("error") else 200
+    return render(request, "portal.html", user, status, portal=content, grants=grants, **extra)
+
+
+@router.get(f"{PAGES_PATH}/")
+async def portal(
+    request: Request, user: PageUser, session: SessionDep, oauth: OAuthDep
+) -> HTMLResponse:
+    """The user's MCP account, credits, ledger, usage and connected clients. Any signed-in
+    user."""
+    return await _portal(request, user, session, oauth)
+
+
+@router.post(f"{PAGES_PATH}/oauth/grants/{{grant_id}}/revoke")
+async def revoke_grant(
+    grant_id: int,
+    request: Request,
+    user: PageUser,
+    _: CsrfChecked,
+    session: SessionDep,
+    oauth: OAuthDep,
+) -> HTMLResponse:
+    """Disconnect one of the user's OAuth clients: its tokens stop at once. The grant's
+    user."""
+    await oauth.revoke_grant_of(session, grant_id, user.id)
+    await commit(session)
+    return await _portal(request, user, session, oauth, notice="The client was disconnected.")
+
+
+@router.post(f"{PAGES_PATH}/account/enable")
+async def enable_account(
+    request: Request,
+    user: PageUser,
+    _: CsrfChecked,
+    session: SessionDep,
+    settings: SettingsDep,
+    oauth: OAuthDep,
+) -> HTMLResponse:
+    """Open the user's MCP account; its key is shown this once. Any signed-in user."""
+    enabled = await accounts.enable(session, user, settings)
+    await commit(session)
+    return await _portal(request, user, session, oauth, new_key=enabled.key.full)
+
+
+@router.post(f"{PAGES_PATH}/account/regenerate")
+async def regenerate_key(
+    request: Request,
+    user: PageUser,
+    _: CsrfChecked,
+    session: SessionDep,
+    keys: KeyStoreDep,
+    oauth: OAuthDep,
+    confirm: Annotated[str, Form()] = "",
+) -> HTMLResponse:
+    """Replace the user's key (after confirmation); the new one is shown this once. Any
+    signed-in user with an account."""
+    if confirm != "yes":
+        error = "Tick the confirmation: the current key stops working at once."
+        return await _portal(request, user, session, oauth, error=error)
+    account = await accounts.account_for_user(session, user.id)
+    key = await accounts.regenerate_key(session, account, keys)
+    await commit(session)
+    return await _portal(request, user, session, oauth, new_key=key.full)
+
+
+@router.get(f"{PAGES_PATH}/admin/upstreams")
+async def upstreams_page(
+    request: Request, user: PageUser, runtime: RuntimeDep, gateway: GatewayDep
+) -> HTMLResponse:
+    """The upstreams with their state and tools. Needs ``upstreams.manage``."""
+    _require(user, "upstreams.manage")
+    found = await upstream_admin.describe_all(runtime, gateway)
+    return render(request, "upstreams.html", user, upstreams=found)
+
+
+@router.post(f"{PAGES_PATH}/admin/upstreams")
+async def add_upstream(
+    request: Request,
+    user: PageUser,
+    _: CsrfChecked,
+    runtime: RuntimeDep,
+    gateway: GatewayDep,
+    name: Annotated[str, Form(max_length=32)] = "",
+    url: Annotated[str, Form(max_length=2000)] = "",
+    price: Annotated[int, Form(ge=0, le=1_000_000)] = 1,
+) -> HTMLResponse:
+    """Register a Streamable HTTP upstream. Needs ``upstreams.manage``."""
+    _require(user, "upstreams.manage")
+    error: str | None = None
+    try:
+        body = UpstreamCreate(name=name, url=url, price=price)
+        await upstream_admin.register(runtime, gateway, body, user, _served_at(request))
+    except ValidationError as invalid:
+        error = f"Check the form: {invalid.errors()[0]['msg']}"
+    except TollgateError as refused:
+        error = refused.message
+    found = await upstream_admin.describe_all(runtime, gateway)
+    status = 400 if error else 200
+    return render(request, "upstreams.html", user, status, upstreams=found, error=error)
+
+
+@router.get(f"{PAGES_PATH}/admin/dashboard")
+async def dashboard_page(request: Request, user: PageUser, session: SessionDep) -> HTMLResponse:
+    """The live dashboard. Needs ``analytics.read``."""
+    _require(user, "analytics.read")
+    return render(request, "dashboard.html", user, board=await analytics.dashboard(session))
+
+
+@router.get(f"{PAGES_PATH}/admin/dashboard/live")
+async def dashboard_live(request: Request, user: PageUser, session: SessionDep) -> HTMLResponse:
+    """The dashboard's figures, which the page reloads every two seconds. Needs
+    ``analytics.read``."""
+    _require(user, "analytics.read")
+    return render(request, "dashboard_live.html", user, board=await analytics.dashboard(session))
+
+
+async def _chat_view(
+    request: Request, user: User, chat: ChatService, gateway: Gateway, error: str | None = None
+) -> HTMLResponse:
+    models = (await chat.models())["models"]
+    servers = [("/mcp", "All tools (/mcp)")] + [
+        (f"/servers/{s.name}/mcp", s.title or s.name) for s in gateway.servers() if s.enabled
+    ]
+    config = await chat.store.config(str(user.id))
+    status = 400 if error else 200
+    return render(
+        request, "chat.html", user, status, models=models, servers=servers, config=config,
+        error=error,
+    )  # fmt: skip
+
+
+@router.get(f"{PAGES_PATH}/chat")
+async def chat_page(
+    request: Request, user: PageUser, chat: ChatDep, gateway: GatewayDep
+) -> HTMLResponse:
+    """The chat playground: a model, a server, streamed answers with each tool call. Needs
+    ``llm.invoke``."""
+    _require(user, "llm.invoke")
+    return await _chat_view(request, user, chat, gateway)
+
+
+@router.post(f"{PAGES_PATH}/chat/connect")
+async def chat_connect(
+    request: Request,
+    user: PageUser,
+    _: CsrfChecked,
+    chat: ChatDep,
+    gateway: GatewayDep,
+    model: Annotated[str, Form(max_length=200)] = "",
+    server: Annotated[str, Form(max_length=2000)] = "/mcp",
+) -> Response:
+    """Start a chat session with the chosen model and server. Needs ``llm.invoke``."""
+    _require(user, "llm.invoke")
+    try:
+        body = ConnectInput(llm=LLMInput(model=model), server=ServerInput(url=server))
+        await chat.connect(user, body)
+    except ValidationError:
+        return await _chat_view(request, user, chat, gateway, "Pick a model")
+    except TollgateError as refused:
+        return await _chat_view(request, user, chat, gateway, refused.message)
+    return RedirectResponse(f"{PAGES_PATH}/chat", status_code=303)
+
+
+@router.post(f"{PAGES_PATH}/chat/send")
+async def chat_send(request: Request, user: PageUser, chat: ChatDep) -> Response:
+    """One message, its answer streamed as server-sent events (the page's script reads
+    them). The CSRF token comes in ``X-CSRF-Token``. Needs ``llm.invoke``."""
+    _require(user, "llm.invoke")
+    check_csrf(request, request.headers.get("x-csrf-token", ""))
+    try:
+        body = ChatInput.model_validate(await request.json())
+    except (ValueError, ValidationError) as exc:
+        raise BadRequest('Send {"message": "..."}', code="invalid_message") from exc
+    events = await chat.chat_stream(user, body.model_copy(update={"streaming": True}))
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+def _local(target: str) -> str:
+    """Only a path on this site may be where sign-in leads (never another site)."""
+    return target if target.startswith("/") and not target.startswith("//") else f"{PAGES_PATH}/"
+
+
+def _served_at(request: Request) -> tuple[str, int] | None:
+    server = request.scope.get("server")
+    return (str(server[0]), int(server[1])) if server and server[1] else None

@@ -1,0 +1,137 @@
+"""The pages in a real browser: sign in, enable the MCP account and copy the key, see a tool
+call in the usage and on the live dashboard, add an upstream as admin, chat with a tool call
+in the playground, disconnect an OAuth client; screenshots of each page at 1400 and 400
+pixels wide."""
+
+from __future__ import annotations
+
+from playwright.async_api import Browser, Page, expect
+
+from tests.chat.helpers import configure
+from tests.chat.scripted import ScriptedLLM
+from tests.conftest import PASSWORD, make_user
+from tests.gateway.conftest import Gateway, Upstream, http_to, mcp_client_at, new_member, text_of
+from tests.identity.oauth.conftest import connected
+from tests.web.conftest import ARTEFACTS
+from tollgate.identity.models import Role
+
+WIDTHS = (1400, 400)
+
+
+async def signed_in(browser: Browser, gateway: Gateway, username: str) -> Page:
+    """A page whose browser signed in as ``username``."""
+    context = await browser.new_context(viewport={"width": WIDTHS[0], "height": 900})
+    origin = gateway.url
+    await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=origin)
+    page = await context.new_page()
+    await page.goto(f"{origin}/")
+    await page.get_by_label("Username or email").fill(username)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="My MCP account")).to_be_visible()
+    return page
+
+
+async def screenshots(page: Page, name: str) -> None:
+    """The page at each width, under tests/artefacts/screenshots."""
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    for width in WIDTHS:
+        await page.set_viewport_size({"width": width, "height": 900})
+        await page.screenshot(path=str(ARTEFACTS / f"{name}-{width}.png"), full_page=True)
+        overflow = await page.evaluate("document.documentElement.scrollWidth - innerWidth")
+        assert overflow <= 0, f"{name} is wider than {width} px"
+    await page.set_viewport_size({"width": WIDTHS[0], "height": 900})
+
+
+async def test_a_user_enables_the_account_copies_the_key_and_sees_the_call_in_usage(
+    browser: Browser, gateway: Gateway, upstream: Upstream
+) -> None:
+    admin = await make_user(gateway.runtime, role=Role.ADMIN, is_superuser=True)
+    page = await signed_in(browser, gateway, admin.username)
+    await screenshots(page, "portal-empty")
+
+    await page.get_by_role("button", name="Enable my MCP account").click()
+    key = (await page.locator("#new-key").text_content() or "").strip()
+    await page.get_by_role("button", name="Copy").click()
+    await expect(page.get_by_text("Copied")).to_be_visible()
+    copied = await page.evaluate("navigator.clipboard.readText()")
+    await screenshots(page, "portal-key")
+
+    await page.goto(f"{gateway.url}/ui/admin/upstreams")
+    await page.get_by_label("Name").fill("echo")
+    await page.get_by_label("Streamable HTTP URL").fill(upstream.url)
+    await page.get_by_role("button", name="Add").click()
+    await expect(page.locator("#upstreams")).to_contain_text("echo")
+    await expect(page.locator("#upstreams")).to_contain_text("up")
+    await screenshots(page, "upstreams")
+
+    await page.goto(f"{gateway.url}/ui/admin/dashboard")
+    calls_today = page.locator('[data-window="last_day"]')
+    await expect(calls_today).to_have_text("0")
+    async with mcp_client_at(gateway.mcp_url, copied) as client:
+        answer = await client.call_tool("echo__echo", {"text": "from the browser test"})
+    await expect(calls_today).to_have_text("1", timeout=15_000)  # no reload: the live panel
+    await expect(page.locator("#top-tools")).to_contain_text("echo__echo")
+    await screenshots(page, "dashboard")
+
+    await page.goto(f"{gateway.url}/ui/")
+    await expect(page.locator("#usage")).to_contain_text("echo__echo")
+    await screenshots(page, "portal-usage")
+
+    assert key.startswith("mcp_")
+    assert copied == key
+    assert text_of(answer) == "from the browser test"
+
+
+async def test_a_wrong_password_is_refused_on_the_page_and_pages_need_a_session(
+    browser: Browser, gateway: Gateway
+) -> None:
+    user = await make_user(gateway.runtime)
+    page = await (await browser.new_context()).new_page()
+
+    await page.goto(f"{gateway.url}/ui/admin/upstreams")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.get_by_label("Username or email").fill(user.username)
+    await page.get_by_label("Password").fill("not the password")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_be_visible()
+    await screenshots(page, "login-refused")
+
+
+async def test_the_playground_shows_a_tool_call_and_a_connected_client_is_revoked(
+    browser: Browser,
+    oauth_gateway: Gateway,
+    upstream: Upstream,
+    llm: tuple[ScriptedLLM, str],
+) -> None:
+    gateway = oauth_gateway
+    scripted, llm_url = llm
+    await configure(gateway, upstream.url, llm_url, "openai")
+    member = await new_member(gateway)
+    async with http_to(gateway) as http:
+        _, tokens = await connected(gateway, member, http)
+    scripted.say(tool="echo__echo", arguments={"text": "from the playground"})
+    scripted.say("All done.")
+    page = await signed_in(browser, gateway, member.email)
+
+    await expect(page.locator("#grants")).to_contain_text("Test client")
+    await page.get_by_role("button", name="Disconnect Test client").click()
+    await expect(page.get_by_text("The client was disconnected.")).to_be_visible()
+    await screenshots(page, "portal-clients")
+    async with http_to(gateway) as http:
+        refused = await http.post(
+            "/mcp", json={}, headers={"Authorization": f"Bearer {tokens.access}"}
+        )
+
+    await page.get_by_role("link", name="Chat").click()
+    await page.get_by_role("button", name="Connect").click()
+    await expect(page.locator("#connected")).to_contain_text("m1")
+    await page.get_by_label("Message").fill("Echo something")
+    await page.get_by_role("button", name="Send").click()
+    transcript = page.locator("#transcript")
+    await expect(transcript).to_contain_text("Calling echo__echo")
+    await expect(transcript).to_contain_text("echo__echo → from the playground")
+    await expect(transcript).to_contain_text("All done.")
+    await screenshots(page, "chat")
+
+    assert refused.status_code == 401
