@@ -135,3 +135,36 @@ async def test_the_playground_shows_a_tool_call_and_a_connected_client_is_revoke
     await screenshots(page, "chat")
 
     assert refused.status_code == 401
+
+
+async def test_an_admin_adds_a_virtual_server_and_an_llm_model_on_the_pages(
+    browser: Browser, gateway: Gateway, upstream: Upstream
+) -> None:
+    admin = await make_user(gateway.runtime, role=Role.ADMIN, is_superuser=True)
+    page = await signed_in(browser, gateway, admin.username)
+    await page.goto(f"{gateway.url}/ui/admin/upstreams")
+    await page.get_by_label("Name").fill("echo")
+    await page.get_by_label("Streamable HTTP URL").fill(upstream.url)
+    await page.get_by_role("button", name="Add").click()
+    await expect(page.locator("#upstreams")).to_contain_text("echo")
+
+    await page.get_by_role("link", name="Virtual servers").click()
+    await page.get_by_label("Name (its path").fill("curated")
+    await page.get_by_label("Tools, one per line").fill("echo__echo\necho__add")
+    await page.get_by_role("button", name="Add server").click()
+    await expect(page.locator("#servers")).to_contain_text("/servers/curated/mcp")
+    await expect(page.locator("#servers")).to_contain_text("echo__add")
+    await screenshots(page, "servers")
+
+    await page.get_by_role("link", name="LLM models").click()
+    await page.locator("#provider-name").fill("local")
+    await page.locator("#provider-url").fill("http://127.0.0.1:9/v1")
+    await page.locator("#provider-key").fill("sk-page-secret")
+    await page.get_by_role("button", name="Add provider").click()
+    await expect(page.locator("#providers")).to_contain_text("********")
+    await page.locator("#model-id").fill("demo")
+    await page.get_by_role("button", name="Add model").click()
+    await expect(page.locator("#models")).to_contain_text("demo")
+    await screenshots(page, "llm")
+
+    assert "sk-page-secret" not in await page.content()

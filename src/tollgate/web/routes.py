@@ -14,15 +14,24 @@ from pydantic import ValidationError
 from tollgate.accounts import service as accounts
 from tollgate.accounts.deps import KeyStoreDep
 from tollgate.analytics import service as analytics
-from tollgate.chat.schemas import ChatInput, ConnectInput, LLMInput, ServerInput
+from tollgate.chat import llm_settings
+from tollgate.chat.schemas import (
+    ChatInput,
+    ConnectInput,
+    LLMInput,
+    ModelCreate,
+    ProviderCreate,
+    ServerInput,
+)
 from tollgate.chat.service import ChatService
 from tollgate.core.database import commit
 from tollgate.core.deps import CacheDep, ClientAddress, RuntimeDep, SessionDep, SettingsDep
 from tollgate.core.errors import BadRequest, Forbidden, TollgateError
 from tollgate.core.state import component
 from tollgate.gateway import admin as upstream_admin
+from tollgate.gateway import server_admin
 from tollgate.gateway.hub import Gateway
-from tollgate.gateway.schemas import UpstreamCreate
+from tollgate.gateway.schemas import UpstreamCreate, VirtualServerCreate
 from tollgate.identity import service as identity
 from tollgate.identity.models import User
 from tollgate.identity.oauth.service import OAuthServer
@@ -208,7 +217,7 @@ async def add_upstream(
         body = UpstreamCreate(name=name, url=url, price=price)
         await upstream_admin.register(runtime, gateway, body, user, _served_at(request))
     except ValidationError as invalid:
-        error = f"Check the form: {invalid.errors()[0]['msg']}"
+        error = form_problem(invalid)
     except TollgateError as refused:
         error = refused.message
     found = await upstream_admin.describe_all(runtime, gateway)
@@ -290,6 +299,127 @@ async def chat_send(request: Request, user: PageUser, chat: ChatDep) -> Response
         raise BadRequest('Send {"message": "..."}', code="invalid_message") from exc
     events = await chat.chat_stream(user, body.model_copy(update={"streaming": True}))
     return StreamingResponse(events, media_type="text/event-stream")
+
+
+@router.get(f"{PAGES_PATH}/admin/servers")
+async def servers_page(
+    request: Request, user: PageUser, runtime: RuntimeDep, gateway: GatewayDep
+) -> HTMLResponse:
+    """The virtual servers. Needs ``servers.manage``."""
+    _require(user, "servers.manage")
+    found = await server_admin.describe_all(runtime, gateway)
+    return render(request, "servers.html", user, servers=found)
+
+
+@router.post(f"{PAGES_PATH}/admin/servers")
+async def add_server(
+    request: Request,
+    user: PageUser,
+    _: CsrfChecked,
+    runtime: RuntimeDep,
+    gateway: GatewayDep,
+    name: Annotated[str, Form(max_length=32)] = "",
+    tools: Annotated[str, Form(max_length=20000)] = "",
+    prefixed: Annotated[str, Form()] = "",
+) -> HTMLResponse:
+    """Define a virtual server from tool patterns, one per line. Needs ``servers.manage``."""
+    _require(user, "servers.manage")
+    patterns = [line.strip() for line in tools.splitlines() if line.strip()]
+    error: str | None = None
+    try:
+        body = VirtualServerCreate(name=name, tools=patterns, prefixed=prefixed == "yes")
+        await server_admin.create(runtime, gateway, body)
+    except ValidationError as invalid:
+        error = form_problem(invalid)
+    except TollgateError as refused:
+        error = refused.message
+    found = await server_admin.describe_all(runtime, gateway)
+    return render(request, "servers.html", user, 400 if error else 200, servers=found, error=error)
+
+
+@router.get(f"{PAGES_PATH}/admin/llm")
+async def llm_page(request: Request, user: PageUser, session: SessionDep) -> HTMLResponse:
+    """LLM providers and models. Needs ``llm.manage``."""
+    _require(user, "llm.manage")
+    return await _llm_view(request, user, session)
+
+
+async def _llm_view(
+    request: Request, user: User, session: SessionDep, error: str | None = None
+) -> HTMLResponse:
+    providers = [llm_settings.provider_out(p) for p in await llm_settings.list_providers(session)]
+    models = [llm_settings.model_out(m, p) for m, p in await llm_settings.list_models(session)]
+    status = 400 if error else 200
+    return render(
+        request, "llm.html", user, status, providers=providers, models=models, error=error
+    )
+
+
+@router.post(f"{PAGES_PATH}/admin/llm/providers")
+async def add_provider(
+    request: Request,
+    user: PageUser,
+    _: CsrfChecked,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    name: Annotated[str, Form(max_length=64)] = "",
+    kind: Annotated[str, Form(max_length=16)] = "openai",
+    base_url: Annotated[str, Form(max_length=2000)] = "",
+    api_key: Annotated[str, Form(max_length=2000)] = "",
+) -> HTMLResponse:
+    """Add a provider (its API key is stored encrypted). Needs ``llm.manage``."""
+    _require(user, "llm.manage")
+    try:
+        body = ProviderCreate.model_validate(
+            {"name": name, "kind": kind, "base_url": base_url or None, "api_key": api_key or None}
+        )
+        await llm_settings.create_provider(session, runtime.keyring, body)
+        await commit(session)
+    except ValidationError as invalid:
+        return await _llm_view(
+            request, user, session, f"Check the form: {invalid.errors()[0]['msg']}"
+        )
+    except TollgateError as refused:
+        return await _llm_view(request, user, session, refused.message)
+    return await _llm_view(request, user, session)
+
+
+@router.post(f"{PAGES_PATH}/admin/llm/models")
+async def add_model(
+    request: Request,
+    user: PageUser,
+    _: CsrfChecked,
+    session: SessionDep,
+    provider: Annotated[str, Form(max_length=64)] = "",
+    model_id: Annotated[str, Form(max_length=200)] = "",
+    input_price: Annotated[str, Form(max_length=20)] = "0",
+    output_price: Annotated[str, Form(max_length=20)] = "0",
+) -> HTMLResponse:
+    """Add a model of a provider, with its prices per million tokens. Needs ``llm.manage``."""
+    _require(user, "llm.manage")
+    try:
+        body = ModelCreate.model_validate(
+            {
+                "provider": provider,
+                "model_id": model_id,
+                "input_price_per_million": input_price or "0",
+                "output_price_per_million": output_price or "0",
+            }
+        )
+        await llm_settings.create_model(session, body)
+        await commit(session)
+    except ValidationError as invalid:
+        return await _llm_view(
+            request, user, session, f"Check the form: {invalid.errors()[0]['msg']}"
+        )
+    except TollgateError as refused:
+        return await _llm_view(request, user, session, refused.message)
+    return await _llm_view(request, user, session)
+
+
+def form_problem(invalid: ValidationError) -> str:
+    """What was wrong with a form, in one line."""
+    return f"Check the form: {invalid.errors()[0]['msg']}"
 
 
 def _local(target: str) -> str:
