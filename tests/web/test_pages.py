@@ -9,7 +9,7 @@ from playwright.async_api import Browser, Page, expect
 
 from tests.chat.helpers import configure
 from tests.chat.scripted import ScriptedLLM
-from tests.conftest import PASSWORD, make_user
+from tests.conftest import PASSWORD, make_user, token_for
 from tests.gateway.conftest import Gateway, Upstream, http_to, mcp_client_at, new_member, text_of
 from tests.identity.oauth.conftest import connected
 from tests.web.conftest import ARTEFACTS
@@ -168,3 +168,42 @@ async def test_an_admin_adds_a_virtual_server_and_an_llm_model_on_the_pages(
     await screenshots(page, "llm")
 
     assert "sk-page-secret" not in await page.content()
+
+
+async def test_the_api_docs_render_offline_and_authorize_works(
+    browser: Browser, gateway: Gateway
+) -> None:
+    user = await make_user(gateway.runtime)
+    jwt = token_for(gateway.runtime, user)
+    context = await browser.new_context(viewport={"width": WIDTHS[0], "height": 900})
+    outside: list[str] = []
+    context.on(
+        "requestfinished",
+        lambda request: (
+            outside.append(request.url)
+            if request.url.startswith("http") and not request.url.startswith(gateway.url)
+            else None
+        ),
+    )
+    page = await context.new_page()
+
+    await page.goto(f"{gateway.url}/api/v1/docs")
+    await page.get_by_role("button", name="Authorize").first.click()
+    await page.locator(".modal-ux input").first.fill(jwt)
+    await page.locator(".modal-ux button.authorize").click()  # named "Apply credentials"
+    await page.locator(".modal-ux button.btn-done").click()
+    operation = page.locator("#operations-admin_users-read_me_api_v1_admin_users_me_get")
+    await operation.locator(".opblock-summary").click()
+    await operation.get_by_role("button", name="Try it out").click()
+    await operation.get_by_role("button", name="Execute").click()
+    live = operation.locator(".live-responses-table")
+    await expect(live.locator(".response .response-col_status").first).to_contain_text("200")
+    await expect(operation.locator(".live-responses-table")).to_contain_text(user.username)
+    await screenshots(page, "api-docs")
+
+    await page.goto(f"{gateway.url}/api/v1/redoc")
+    await expect(
+        page.get_by_text("Self-hosted MCP gateway and control plane.").first
+    ).to_be_visible()
+
+    assert outside == []

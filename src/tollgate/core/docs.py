@@ -23,6 +23,18 @@ ASSETS_PATH = "/api/v1/docs-assets"
 
 ASSETS_DIRECTORY = Path(fastapi_offline.__file__).parent / "static"
 
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' blob:; worker-src 'self' blob:; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'"
+)
+"""The pages' scripts are inline or ours; this also keeps the ReDoc bundle from fetching its
+logo from its CDN."""
+
+
+def _own_assets_only(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return page
+
 
 def install_docs(app: FastAPI, openapi_url: str) -> None:
     """Serve ``/api/v1/docs`` (Swagger UI, with an Authorize button for a bearer token) and
@@ -32,14 +44,16 @@ def install_docs(app: FastAPI, openapi_url: str) -> None:
 
     @app.get(DOCS_PATH, include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=openapi_url,
-            title=title,
-            swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
-            swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS_PATH}/favicon.png",
-            oauth2_redirect_url=f"{DOCS_PATH}/oauth2-redirect",
-            swagger_ui_parameters={"persistAuthorization": True},
+        return _own_assets_only(
+            get_swagger_ui_html(
+                openapi_url=openapi_url,
+                title=title,
+                swagger_js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
+                swagger_css_url=f"{ASSETS_PATH}/swagger-ui.css",
+                swagger_favicon_url=f"{ASSETS_PATH}/favicon.png",
+                oauth2_redirect_url=f"{DOCS_PATH}/oauth2-redirect",
+                swagger_ui_parameters={"persistAuthorization": True},
+            )
         )
 
     @app.get(f"{DOCS_PATH}/oauth2-redirect", include_in_schema=False)
@@ -48,10 +62,12 @@ def install_docs(app: FastAPI, openapi_url: str) -> None:
 
     @app.get(REDOC_PATH, include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=openapi_url,
-            title=title,
-            redoc_js_url=f"{ASSETS_PATH}/redoc.standalone.js",
-            redoc_favicon_url=f"{ASSETS_PATH}/favicon.png",
-            with_google_fonts=False,
+        return _own_assets_only(
+            get_redoc_html(
+                openapi_url=openapi_url,
+                title=title,
+                redoc_js_url=f"{ASSETS_PATH}/redoc.standalone.js",
+                redoc_favicon_url=f"{ASSETS_PATH}/favicon.png",
+                with_google_fonts=False,
+            )
         )
