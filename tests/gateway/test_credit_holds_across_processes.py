@@ -57,6 +57,17 @@ async def _all_calls(urls: tuple[str, ...], key: str) -> list[Any]:
     return results
 
 
+async def _offers_echo(url: str, key: str) -> None:
+    """Wait until a process offers the upstream's tool: a process that just started may
+    still be connecting to the upstream (on a loaded machine its first attempt can fail)."""
+
+    async def listed() -> bool:
+        async with mcp_client_at(f"{url}/mcp", key) as client:
+            return "echo__echo" in {t.name for t in (await client.list_tools()).tools}
+
+    await eventually(listed, f"{url} offers echo__echo", RELEASE_DEADLINE_SECONDS)
+
+
 async def _held(runtime: Runtime, account_id: int) -> int:
     async with runtime.sessions() as session:
         query = select(McpAccount.credits_held).where(McpAccount.id == account_id)
@@ -86,6 +97,8 @@ async def test_two_processes_sell_exactly_the_credits_there_are(
             # Started after the registration, the second process connects to the upstream
             # at once (without a shared cache it would not hear of it before a catalogue sync).
             async with serving(env, tmp_path / "second.log") as second:
+                for url in (first, second):
+                    await _offers_echo(url, member.key)
                 results = await _all_calls((first, second), member.key)
 
                 async def released() -> bool:
