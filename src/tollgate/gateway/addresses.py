@@ -7,6 +7,8 @@ import hashlib
 import hmac
 from typing import Any
 
+from starlette.types import Scope
+
 from tollgate.core.settings import Settings
 from tollgate.core.urls import default_base_url, host_allowed, public_base_url
 
@@ -18,6 +20,7 @@ __all__ = [
     "identity_extension",
     "public_base_url",
     "reported_gateway_id",
+    "served_at",
 ]
 
 GATEWAY_EXTENSION = "io.tollgate/gateway"
@@ -41,3 +44,10 @@ def reported_gateway_id(extensions: dict[str, dict[str, Any]] | None) -> str | N
     reported = (extensions or {}).get(GATEWAY_EXTENSION) or {}
     value = reported.get("id") if isinstance(reported, dict) else None
     return value if isinstance(value, str) else None
+
+
+def served_at(scope: Scope) -> tuple[str, int] | None:
+    """The address and port a request came in on: one of this server's own (never an
+    upstream's)."""
+    server = scope.get("server")
+    return (str(server[0]), int(server[1])) if server and server[1] else None

@@ -11,7 +11,7 @@ from tollgate.core.deps import RuntimeDep
 from tollgate.core.errors import NotFound
 from tollgate.core.state import component
 from tollgate.gateway import admin, server_admin
-from tollgate.gateway.addresses import public_base_url
+from tollgate.gateway.addresses import public_base_url, served_at
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.schemas import (
     UpstreamCreate,
@@ -37,12 +37,6 @@ Name = Annotated[str, Path(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
 GatewayDep = Annotated[Gateway, Depends(component(Gateway))]
 """The process's gateway, built by ``create_app``."""
-
-
-def served_at(request: Request) -> tuple[str, int] | None:
-    """The address and port this request came in on: one of this server's own."""
-    server = request.scope.get("server")
-    return (str(server[0]), int(server[1])) if server and server[1] else None
 
 
 def _resource_metadata(base: str, path: str, name: str) -> dict[str, Any]:
@@ -95,7 +89,7 @@ async def add_upstream(
     Needs ``upstreams.manage``; a stdio upstream also needs a superuser and
     ``TOLLGATE_ALLOW_STDIO_UPSTREAMS``.
     """
-    return await admin.register(runtime, gateway, body, actor, served_at(request))
+    return await admin.register(runtime, gateway, body, actor, served_at(request.scope))
 
 
 @router.get("/{name}", response_model=UpstreamOut)
@@ -117,7 +111,7 @@ async def update_upstream(
 ) -> UpstreamOut:
     """Change an upstream (price, lists, timeout, enabled...). Needs ``upstreams.manage``;
     changing a command, its args or env needs what adding a stdio upstream needs."""
-    return await admin.change(runtime, gateway, name, body, actor, served_at(request))
+    return await admin.change(runtime, gateway, name, body, actor, served_at(request.scope))
 
 
 @router.post("/{name}/refresh", response_model=UpstreamOut)

@@ -30,6 +30,7 @@ from tollgate.core.errors import BadRequest, Forbidden, TollgateError
 from tollgate.core.state import component
 from tollgate.gateway import admin as upstream_admin
 from tollgate.gateway import server_admin
+from tollgate.gateway.addresses import served_at
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.schemas import UpstreamCreate, VirtualServerCreate
 from tollgate.identity import service as identity
@@ -215,7 +216,7 @@ async def add_upstream(
     error: str | None = None
     try:
         body = UpstreamCreate(name=name, url=url, price=price)
-        await upstream_admin.register(runtime, gateway, body, user, _served_at(request))
+        await upstream_admin.register(runtime, gateway, body, user, served_at(request.scope))
     except ValidationError as invalid:
         error = form_problem(invalid)
     except TollgateError as refused:
@@ -425,8 +426,3 @@ def form_problem(invalid: ValidationError) -> str:
 def _local(target: str) -> str:
     """Only a path on this site may be where sign-in leads (never another site)."""
     return target if target.startswith("/") and not target.startswith("//") else f"{PAGES_PATH}/"
-
-
-def _served_at(request: Request) -> tuple[str, int] | None:
-    server = request.scope.get("server")
-    return (str(server[0]), int(server[1])) if server and server[1] else None
