@@ -33,6 +33,17 @@ NO_API_KEY = "none"
 """Local OpenAI-compatible servers need no key, but the client library requires one."""
 
 
+def problem_of(exc: Exception) -> str:
+    """What went wrong with a provider, in our words (both client libraries name their
+    errors alike: a ``status_code`` for an HTTP answer, a connection error otherwise)."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return f"the provider answered HTTP {status}"
+    if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError):
+        return "cannot reach the provider"
+    return "the provider reported an error"
+
+
 def chat_model(
     model: ResolvedModel, temperature: float | None, max_tokens: int | None
 ) -> ChatModel:
@@ -69,7 +80,7 @@ class OpenAIModel:
         except openai.APITimeoutError as exc:
             raise ProviderTimeout(str(exc)) from exc
         except openai.APIError as exc:
-            raise ProviderUnavailable(_openai_problem(exc)) from exc
+            raise ProviderUnavailable(problem_of(exc)) from exc
         finally:
             await client.close()
 
@@ -150,14 +161,6 @@ def _openai_message(message: Message) -> dict[str, Any]:
     return {"role": message.role, "content": message.text}
 
 
-def _openai_problem(exc: openai.APIError) -> str:
-    if isinstance(exc, openai.APIStatusError):
-        return f"the provider answered HTTP {exc.status_code}"
-    if isinstance(exc, openai.APIConnectionError):
-        return "cannot reach the provider"
-    return "the provider reported an error"
-
-
 class AnthropicModel:
     """A model behind Anthropic's Messages API."""
 
@@ -182,7 +185,7 @@ class AnthropicModel:
         except anthropic.APITimeoutError as exc:
             raise ProviderTimeout(str(exc)) from exc
         except anthropic.APIError as exc:
-            raise ProviderUnavailable(_anthropic_problem(exc)) from exc
+            raise ProviderUnavailable(problem_of(exc)) from exc
         finally:
             await client.close()
 
@@ -298,11 +301,3 @@ def _anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:
         else:
             out.append({"role": "user", "content": message.text})
     return out
-
-
-def _anthropic_problem(exc: anthropic.APIError) -> str:
-    if isinstance(exc, anthropic.APIStatusError):
-        return f"the provider answered HTTP {exc.status_code}"
-    if isinstance(exc, anthropic.APIConnectionError):
-        return "cannot reach the provider"
-    return "the provider reported an error"
