@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -116,14 +115,13 @@ async def adjust_credits(
 
     Needs ``admin.accounts.manage``. Sending the same ``idempotency_key`` again changes nothing.
     """
-    await service.get_account(session, account_id)
-    result = await credits.adjust(
+    result = await service.grant_credits(
         session,
         account_id,
         body.amount,
         reason=body.reason,
         actor=admin.email,
-        idempotency_key=f"{account_id}:{body.idempotency_key or secrets.token_hex(16)}",
+        request_key=body.idempotency_key,
     )
     return AdjustmentResponse(
         amount=result.amount, balance_after=result.balance_after, replayed=result.replayed

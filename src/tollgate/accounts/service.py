@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -10,6 +12,7 @@ from sqlalchemy import Integer, Select, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollgate.accounts import credits
 from tollgate.accounts.keys import KeyStore, NewKey, generate_key, key_store
 from tollgate.accounts.models import CreditTransaction, McpAccount, ToolCall, TransactionType
 from tollgate.accounts.schemas import ToolUsage, UsageSummaryResponse
@@ -41,6 +44,41 @@ async def get_account(session: AsyncSession, account_id: int) -> McpAccount:
     if account is None:
         raise NotFound("MCP account not found", code="account_not_found")
     return account
+
+
+async def list_accounts(
+    session: AsyncSession, *, email: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[int, Sequence[McpAccount]]:
+    """Accounts, oldest first (those whose owner's email contains ``email``, when given),
+    and how many match."""
+    where = (
+        [McpAccount.user_email.contains(email.strip().lower(), autoescape=True)] if email else []
+    )
+    total = (await session.execute(select(func.count(McpAccount.id)).where(*where))).scalar_one()
+    query = select(McpAccount).where(*where).order_by(McpAccount.id).limit(limit).offset(offset)
+    return int(total), (await session.execute(query)).scalars().all()
+
+
+async def grant_credits(
+    session: AsyncSession,
+    account_id: int,
+    amount: int,
+    *,
+    reason: str,
+    actor: str,
+    request_key: str | None = None,
+) -> credits.LedgerResult:
+    """An operator's change of an account's balance (negative takes credits), with its
+    reason, as an adjustment ledger row; the same ``request_key`` again changes nothing."""
+    await get_account(session, account_id)
+    return await credits.adjust(
+        session,
+        account_id,
+        amount,
+        reason=reason,
+        actor=actor,
+        idempotency_key=f"{account_id}:{request_key or secrets.token_hex(16)}",
+    )
 
 
 @dataclass(frozen=True)

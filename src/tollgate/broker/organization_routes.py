@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from tollgate.broker import audit, catalogue, integrations, leases
+from tollgate.broker import audit, integrations
+from tollgate.broker import integration_changes as changes
 from tollgate.broker.models import Integration, IntegrationStatus, SharedWith
 from tollgate.broker.schemas import (
     IntegrationCreate,
@@ -43,37 +44,12 @@ def _caller(user: User, address: str | None = None) -> orgs.Caller:
     return orgs.Caller(user=user, client_address=address)
 
 
-async def _out(session: SessionDep, keyring: Keyring, integration: Integration) -> IntegrationOut:
-    service = await catalogue.get_service(session, integration.service)
-    return IntegrationOut(
-        id=integration.id,
-        service=integration.service,
-        name=integration.name,
-        status=integration.status,
-        scope="personal" if integration.user_id is not None else "organization",
-        organization_id=integration.organization_id,
-        credentials=integrations.masked(service, integrations.unseal(keyring, integration)),
-        shared_with=integration.shared_with if integration.organization_id else None,
-        shared_user_ids=list(integration.shared_user_ids or []),
-        created_at=integration.created_at,
-        updated_at=integration.updated_at,
-    )
-
-
-async def _refresh_out(
-    session: SessionDep, keyring: Keyring, integration: Integration
-) -> IntegrationOut:
-    return await _out(session, keyring, await integrations.reloaded(session, integration))
-
-
 @integrations_router.get("", response_model=list[IntegrationOut])
 async def list_personal(
     user: IntegrationUser, session: SessionDep, runtime: RuntimeDep
 ) -> list[IntegrationOut]:
     """The caller's own integrations, secrets masked. JWT."""
-    return [
-        await _out(session, runtime.keyring, i) for i in await integrations.personal(session, user)
-    ]
+    return await changes.personal(session, runtime.keyring, user)
 
 
 @integrations_router.post("", response_model=IntegrationOut, status_code=201)
@@ -98,14 +74,7 @@ async def create_personal(
         owner_org=None,
         actor=_actor(user, address),
     )
-    return await _refresh_out(session, runtime.keyring, integration)
-
-
-async def _own_integration(session: SessionDep, integration_id: int, user: User) -> Integration:
-    integration = await integrations.get(session, integration_id)
-    if integration.user_id != user.id:
-        raise NotFound("Integration not found", code="integration_not_found")
-    return integration
+    return await changes.describe_stored(session, runtime.keyring, integration)
 
 
 @integrations_router.get("/{integration_id}", response_model=IntegrationOut)
@@ -113,9 +82,8 @@ async def read_personal(
     integration_id: PathId, user: IntegrationUser, session: SessionDep, runtime: RuntimeDep
 ) -> IntegrationOut:
     """One of the caller's integrations. JWT."""
-    return await _out(
-        session, runtime.keyring, await _own_integration(session, integration_id, user)
-    )
+    integration = await changes.own(session, integration_id, user)
+    return await changes.describe(session, runtime.keyring, integration)
 
 
 @integrations_router.patch("/{integration_id}", response_model=IntegrationOut)
@@ -128,7 +96,7 @@ async def update_personal(
     address: ClientAddress,
 ) -> IntegrationOut:
     """Change one of the caller's integrations; disabling it revokes its leases. JWT."""
-    integration = await _own_integration(session, integration_id, user)
+    integration = await changes.own(session, integration_id, user)
     if body.shared_with is not None or body.shared_user_ids is not None:
         raise BadRequest("Personal integrations are not shared", code="not_shareable")
     return await _apply_update(session, runtime.keyring, integration, body, _actor(user, address))
@@ -142,8 +110,8 @@ async def delete_personal(
     address: ClientAddress,
 ) -> Response:
     """Delete one of the caller's integrations and revoke its leases. JWT."""
-    integration = await _own_integration(session, integration_id, user)
-    await _delete(session, integration, _actor(user, address))
+    integration = await changes.own(session, integration_id, user)
+    await changes.remove(session, integration, _actor(user, address))
     return Response(status_code=204)
 
 
@@ -154,26 +122,15 @@ async def _apply_update(
     body: IntegrationUpdate,
     actor: audit.Actor,
 ) -> IntegrationOut:
-    changes = integrations.IntegrationChanges(
+    wanted = integrations.IntegrationChanges(
         name=body.name,
         credentials=body.credentials,
         status=IntegrationStatus(body.status) if body.status else None,
         shared_with=SharedWith(body.shared_with) if body.shared_with else None,
         shared_user_ids=tuple(body.shared_user_ids) if body.shared_user_ids is not None else None,
     )
-    integration, revoke = await integrations.update(session, keyring, integration, changes, actor)
-    if revoke:
-        await leases.revoke_for_integration(
-            session, integration.id, f"integration {integration.id} changed", actor
-        )
-    return await _refresh_out(session, keyring, integration)
-
-
-async def _delete(session: SessionDep, integration: Integration, actor: audit.Actor) -> None:
-    await leases.revoke_for_integration(
-        session, integration.id, f"integration {integration.id} deleted", actor
-    )
-    await integrations.delete(session, integration, actor)
+    integration = await changes.change(session, keyring, integration, wanted, actor)
+    return await changes.describe_stored(session, keyring, integration)
 
 
 @organizations_router.post("", response_model=MyOrganization, status_code=201)
@@ -303,7 +260,7 @@ async def list_org_integrations(
     membership = await orgs.require_member(session, org_id, user)
     found = await integrations.of_organization(session, org_id)
     return [
-        await _out(session, runtime.keyring, i)
+        await changes.describe(session, runtime.keyring, i)
         for i in found
         if integrations.can_see(i, user, membership)
     ]
@@ -336,7 +293,7 @@ async def create_org_integration(
         owner_org=org,
         actor=_actor(user, address),
     )
-    return await _refresh_out(session, runtime.keyring, integration)
+    return await changes.describe_stored(session, runtime.keyring, integration)
 
 
 async def _org_integration(
@@ -362,7 +319,7 @@ async def read_org_integration(
 ) -> IntegrationOut:
     """One organization integration, secrets masked. Members it is shared with."""
     integration = await _org_integration(session, org_id, integration_id, user, manage=False)
-    return await _out(session, runtime.keyring, integration)
+    return await changes.describe(session, runtime.keyring, integration)
 
 
 @organizations_router.patch(
@@ -393,5 +350,5 @@ async def delete_org_integration(
 ) -> Response:
     """Delete an organization integration and revoke its leases. Owners and admins."""
     integration = await _org_integration(session, org_id, integration_id, user, manage=True)
-    await _delete(session, integration, _actor(user, address))
+    await changes.remove(session, integration, _actor(user, address))
     return Response(status_code=204)

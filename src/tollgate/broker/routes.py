@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
@@ -163,15 +163,12 @@ async def create_token(
     body: TokenCreate, user: TokenManager, session: SessionDep, address: ClientAddress
 ) -> TokenCreated:
     """Issue an access token for an MCP server; its value is in this answer only. JWT."""
-    expires_at = (
-        datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    )
     issued = await tokens.issue(
         session,
         user,
         name=body.name,
         scopes=body.scopes,
-        expires_at=expires_at,
+        expires_at=tokens.expiry_after(body.expires_in_days),
         actor=audit.Actor(user_id=user.id, client_address=address),
     )
     await session.refresh(issued.token)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +26,11 @@ TOKEN_RANDOM_CHARS = 40
 KNOWN_SCOPES = frozenset({"lease", "read", "ingest"})
 """``read``: who am I and what can I get; ``lease``: create, renew and revoke leases;
 ``ingest``: post analytics records (for external MCP servers)."""
+
+
+def expiry_after(days: int | None) -> datetime | None:
+    """When a token issued now for ``days`` days expires (None: it does not)."""
+    return datetime.now(UTC) + timedelta(days=days) if days else None
 
 
 @dataclass(frozen=True)

@@ -95,10 +95,9 @@ async def update_user(
 ) -> UserOut:
     """Change a user. Needs a superuser; nobody can demote or deactivate themselves."""
     user = await service.get_user(session, user_id)
-    if user.id == caller.id and (
-        body.is_active is False or body.is_superuser is False or body.role == "user"
-    ):
-        raise Conflict("You cannot demote or deactivate yourself", code="cannot_demote_self")
+    service.refuse_self_demotion(
+        caller, user, role=body.role, is_active=body.is_active, is_superuser=body.is_superuser
+    )
     changes = body.model_dump(exclude_unset=True)
     user = await service.update_user(session, user, runtime=runtime, **changes)
     return UserOut.model_validate(user)

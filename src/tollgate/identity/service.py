@@ -162,6 +162,20 @@ async def update_user(
     return user
 
 
+def refuse_self_demotion(
+    caller: User,
+    user: User,
+    *,
+    role: str | None = None,
+    is_active: bool | None = None,
+    is_superuser: bool | None = None,
+) -> None:
+    """Conflict when ``caller`` would demote or deactivate themselves: an administrator
+    cannot lock themselves out (another one has to)."""
+    if user.id == caller.id and (is_active is False or is_superuser is False or role == Role.USER):
+        raise Conflict("You cannot demote or deactivate yourself", code="cannot_demote_self")
+
+
 def _apply_role(user: User, role: str | None, is_superuser: bool | None) -> None:
     """A role below admin takes superuser away; superuser implies the admin role."""
     if role is not None:
