@@ -242,7 +242,8 @@ def _chat_service(runtime: Runtime, gateway: Gateway, recorder: Recorder) -> Cha
 
 def _install_pages(app: FastAPI) -> None:
     """The portal and admin pages, their static files, and the sign-in redirect."""
-    app.include_router(web_routes.router)
+    for router in web_routes.ROUTERS:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB_STATIC), name="static")
 
     async def sign_in_first(request: Request, _: Exception) -> Response:

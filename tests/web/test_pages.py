@@ -5,42 +5,15 @@ pixels wide."""
 
 from __future__ import annotations
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from tests.chat.helpers import configure
 from tests.chat.scripted import ScriptedLLM
-from tests.conftest import PASSWORD, make_user, token_for
+from tests.conftest import make_user, token_for
 from tests.gateway.conftest import Gateway, Upstream, http_to, mcp_client_at, new_member, text_of
 from tests.identity.oauth.conftest import connected
-from tests.web.conftest import ARTEFACTS
+from tests.web.browsing import WIDTHS, screenshots, signed_in
 from tollgate.identity.models import Role
-
-WIDTHS = (1400, 400)
-
-
-async def signed_in(browser: Browser, gateway: Gateway, username: str) -> Page:
-    """A page whose browser signed in as ``username``."""
-    context = await browser.new_context(viewport={"width": WIDTHS[0], "height": 900})
-    origin = gateway.url
-    await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=origin)
-    page = await context.new_page()
-    await page.goto(f"{origin}/")
-    await page.get_by_label("Username or email").fill(username)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("heading", name="My MCP account")).to_be_visible()
-    return page
-
-
-async def screenshots(page: Page, name: str) -> None:
-    """The page at each width, under tests/artefacts/screenshots."""
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    for width in WIDTHS:
-        await page.set_viewport_size({"width": width, "height": 900})
-        await page.screenshot(path=str(ARTEFACTS / f"{name}-{width}.png"), full_page=True)
-        overflow = await page.evaluate("document.documentElement.scrollWidth - innerWidth")
-        assert overflow <= 0, f"{name} is wider than {width} px"
-    await page.set_viewport_size({"width": WIDTHS[0], "height": 900})
 
 
 async def test_a_user_enables_the_account_copies_the_key_and_sees_the_call_in_usage(
@@ -199,7 +172,7 @@ async def test_the_api_docs_render_offline_and_authorize_works(
     live = operation.locator(".live-responses-table")
     await expect(live.locator(".response .response-col_status").first).to_contain_text("200")
     await expect(operation.locator(".live-responses-table")).to_contain_text(user.username)
-    await screenshots(page, "api-docs")
+    await screenshots(page, "api-docs", ours=False)  # Swagger UI's own markup
 
     await page.goto(f"{gateway.url}/api/v1/redoc")
     await expect(

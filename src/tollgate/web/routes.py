@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from tollgate.accounts import service as accounts
@@ -26,55 +24,28 @@ from tollgate.chat.schemas import (
 from tollgate.chat.service import ChatService
 from tollgate.core.database import commit
 from tollgate.core.deps import CacheDep, ClientAddress, RuntimeDep, SessionDep, SettingsDep
-from tollgate.core.errors import BadRequest, Forbidden, TollgateError
+from tollgate.core.errors import BadRequest, TollgateError
 from tollgate.core.state import component
-from tollgate.gateway import admin as upstream_admin
 from tollgate.gateway import server_admin
-from tollgate.gateway.addresses import served_at
 from tollgate.gateway.hub import Gateway
-from tollgate.gateway.schemas import UpstreamCreate, VirtualServerCreate
+from tollgate.gateway.schemas import VirtualServerCreate
 from tollgate.identity import service as identity
 from tollgate.identity.models import User
 from tollgate.identity.oauth.service import OAuthServer
-from tollgate.identity.permissions import permissions_for
-from tollgate.web import service
+from tollgate.web import service, upstream_routes
+from tollgate.web.pages import GatewayDep, PageRoute, problem, render, require_permission
 from tollgate.web.session import (
     PAGES_PATH,
     CsrfChecked,
     PageUser,
     check_csrf,
-    csrf_token,
-    keep_csrf,
     sign_in,
     sign_out,
 )
 
-router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
-GatewayDep = Annotated[Gateway, Depends(component(Gateway))]
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 ChatDep = Annotated[ChatService, Depends(component(ChatService))]
 OAuthDep = Annotated[OAuthServer, Depends(component(OAuthServer))]
-
-
-def render(
-    request: Request, template: str, user: User | None, status: int = 200, **context: Any
-) -> HTMLResponse:
-    """A page, with the signed-in user, what they may do and this browser's CSRF token."""
-    token = csrf_token(request)
-    held = permissions_for(user.role, user.is_superuser) if user else frozenset()
-    response = templates.TemplateResponse(
-        request,
-        template,
-        {"user": user, "may": held, "csrf": token, "base": PAGES_PATH, **context},
-        status_code=status,
-    )
-    keep_csrf(request, response, token)
-    return response
-
-
-def _require(user: User, permission: str) -> None:
-    if permission not in permissions_for(user.role, user.is_superuser):
-        raise Forbidden(f"This page needs the {permission!r} permission")
 
 
 @router.get("/")
@@ -106,7 +77,10 @@ async def login(
     try:
         user = await identity.authenticate(session, throttle, username, password, address)
     except TollgateError as refused:
-        return render(request, "login.html", None, 401, next=_local(next), error=refused.message)
+        return render(
+            request, "login.html", None, 401, next=_local(next), error=refused.message,
+            error_for="login",
+        )  # fmt: skip
     response = RedirectResponse(_local(next), status_code=303)
     sign_in(response, settings, identity.issue_access_token(settings, user))
     return response
@@ -183,53 +157,17 @@ async def regenerate_key(
     signed-in user with an account."""
     if confirm != "yes":
         error = "Tick the confirmation: the current key stops working at once."
-        return await _portal(request, user, session, oauth, error=error)
+        return await _portal(request, user, session, oauth, error=error, error_for="regenerate")
     account = await accounts.account_for_user(session, user.id)
     key = await accounts.regenerate_key(session, account, keys)
     await commit(session)
     return await _portal(request, user, session, oauth, new_key=key.full)
 
 
-@router.get(f"{PAGES_PATH}/admin/upstreams")
-async def upstreams_page(
-    request: Request, user: PageUser, runtime: RuntimeDep, gateway: GatewayDep
-) -> HTMLResponse:
-    """The upstreams with their state and tools. Needs ``upstreams.manage``."""
-    _require(user, "upstreams.manage")
-    found = await upstream_admin.describe_all(runtime, gateway)
-    return render(request, "upstreams.html", user, upstreams=found)
-
-
-@router.post(f"{PAGES_PATH}/admin/upstreams")
-async def add_upstream(
-    request: Request,
-    user: PageUser,
-    _: CsrfChecked,
-    runtime: RuntimeDep,
-    gateway: GatewayDep,
-    name: Annotated[str, Form(max_length=32)] = "",
-    url: Annotated[str, Form(max_length=2000)] = "",
-    price: Annotated[int, Form(ge=0, le=1_000_000)] = 1,
-) -> HTMLResponse:
-    """Register a Streamable HTTP upstream. Needs ``upstreams.manage``."""
-    _require(user, "upstreams.manage")
-    error: str | None = None
-    try:
-        body = UpstreamCreate(name=name, url=url, price=price)
-        await upstream_admin.register(runtime, gateway, body, user, served_at(request.scope))
-    except ValidationError as invalid:
-        error = form_problem(invalid)
-    except TollgateError as refused:
-        error = refused.message
-    found = await upstream_admin.describe_all(runtime, gateway)
-    status = 400 if error else 200
-    return render(request, "upstreams.html", user, status, upstreams=found, error=error)
-
-
 @router.get(f"{PAGES_PATH}/admin/dashboard")
 async def dashboard_page(request: Request, user: PageUser, session: SessionDep) -> HTMLResponse:
     """The live dashboard. Needs ``analytics.read``."""
-    _require(user, "analytics.read")
+    require_permission(user, "analytics.read")
     return render(request, "dashboard.html", user, board=await analytics.dashboard(session))
 
 
@@ -237,7 +175,7 @@ async def dashboard_page(request: Request, user: PageUser, session: SessionDep) 
 async def dashboard_live(request: Request, user: PageUser, session: SessionDep) -> HTMLResponse:
     """The dashboard's figures, which the page reloads every two seconds. Needs
     ``analytics.read``."""
-    _require(user, "analytics.read")
+    require_permission(user, "analytics.read")
     return render(request, "dashboard_live.html", user, board=await analytics.dashboard(session))
 
 
@@ -252,7 +190,7 @@ async def _chat_view(
     status = 400 if error else 200
     return render(
         request, "chat.html", user, status, models=models, servers=servers, config=config,
-        error=error,
+        error=error, error_for="connect",
     )  # fmt: skip
 
 
@@ -262,7 +200,7 @@ async def chat_page(
 ) -> HTMLResponse:
     """The chat playground: a model, a server, streamed answers with each tool call. Needs
     ``llm.invoke``."""
-    _require(user, "llm.invoke")
+    require_permission(user, "llm.invoke")
     return await _chat_view(request, user, chat, gateway)
 
 
@@ -277,7 +215,7 @@ async def chat_connect(
     server: Annotated[str, Form(max_length=2000)] = "/mcp",
 ) -> Response:
     """Start a chat session with the chosen model and server. Needs ``llm.invoke``."""
-    _require(user, "llm.invoke")
+    require_permission(user, "llm.invoke")
     try:
         body = ConnectInput(llm=LLMInput(model=model), server=ServerInput(url=server))
         await chat.connect(user, body)
@@ -292,7 +230,7 @@ async def chat_connect(
 async def chat_send(request: Request, user: PageUser, chat: ChatDep) -> Response:
     """One message, its answer streamed as server-sent events (the page's script reads
     them). The CSRF token comes in ``X-CSRF-Token``. Needs ``llm.invoke``."""
-    _require(user, "llm.invoke")
+    require_permission(user, "llm.invoke")
     check_csrf(request, request.headers.get("x-csrf-token", ""))
     try:
         body = ChatInput.model_validate(await request.json())
@@ -307,7 +245,7 @@ async def servers_page(
     request: Request, user: PageUser, runtime: RuntimeDep, gateway: GatewayDep
 ) -> HTMLResponse:
     """The virtual servers. Needs ``servers.manage``."""
-    _require(user, "servers.manage")
+    require_permission(user, "servers.manage")
     found = await server_admin.describe_all(runtime, gateway)
     return render(request, "servers.html", user, servers=found)
 
@@ -324,36 +262,42 @@ async def add_server(
     prefixed: Annotated[str, Form()] = "",
 ) -> HTMLResponse:
     """Define a virtual server from tool patterns, one per line. Needs ``servers.manage``."""
-    _require(user, "servers.manage")
+    require_permission(user, "servers.manage")
     patterns = [line.strip() for line in tools.splitlines() if line.strip()]
     error: str | None = None
     try:
         body = VirtualServerCreate(name=name, tools=patterns, prefixed=prefixed == "yes")
         await server_admin.create(runtime, gateway, body)
-    except ValidationError as invalid:
-        error = form_problem(invalid)
-    except TollgateError as refused:
-        error = refused.message
+    except (ValidationError, TollgateError) as refused:
+        error = problem(refused)
     found = await server_admin.describe_all(runtime, gateway)
-    return render(request, "servers.html", user, 400 if error else 200, servers=found, error=error)
+    status = 400 if error else 200
+    return render(
+        request, "servers.html", user, status, servers=found, error=error, error_for="add"
+    )
 
 
 @router.get(f"{PAGES_PATH}/admin/llm")
 async def llm_page(request: Request, user: PageUser, session: SessionDep) -> HTMLResponse:
     """LLM providers and models. Needs ``llm.manage``."""
-    _require(user, "llm.manage")
+    require_permission(user, "llm.manage")
     return await _llm_view(request, user, session)
 
 
 async def _llm_view(
-    request: Request, user: User, session: SessionDep, error: str | None = None
+    request: Request,
+    user: User,
+    session: SessionDep,
+    error: str | None = None,
+    error_for: str | None = None,
 ) -> HTMLResponse:
     providers = [llm_settings.provider_out(p) for p in await llm_settings.list_providers(session)]
     models = [llm_settings.model_out(m, p) for m, p in await llm_settings.list_models(session)]
     status = 400 if error else 200
     return render(
-        request, "llm.html", user, status, providers=providers, models=models, error=error
-    )
+        request, "llm.html", user, status, providers=providers, models=models, error=error,
+        error_for=error_for,
+    )  # fmt: skip
 
 
 @router.post(f"{PAGES_PATH}/admin/llm/providers")
@@ -369,19 +313,15 @@ async def add_provider(
     api_key: Annotated[str, Form(max_length=2000)] = "",
 ) -> HTMLResponse:
     """Add a provider (its API key is stored encrypted). Needs ``llm.manage``."""
-    _require(user, "llm.manage")
+    require_permission(user, "llm.manage")
     try:
         body = ProviderCreate.model_validate(
             {"name": name, "kind": kind, "base_url": base_url or None, "api_key": api_key or None}
         )
         await llm_settings.create_provider(session, runtime.keyring, body)
         await commit(session)
-    except ValidationError as invalid:
-        return await _llm_view(
-            request, user, session, f"Check the form: {invalid.errors()[0]['msg']}"
-        )
-    except TollgateError as refused:
-        return await _llm_view(request, user, session, refused.message)
+    except (ValidationError, TollgateError) as refused:
+        return await _llm_view(request, user, session, problem(refused), "provider")
     return await _llm_view(request, user, session)
 
 
@@ -397,7 +337,7 @@ async def add_model(
     output_price: Annotated[str, Form(max_length=20)] = "0",
 ) -> HTMLResponse:
     """Add a model of a provider, with its prices per million tokens. Needs ``llm.manage``."""
-    _require(user, "llm.manage")
+    require_permission(user, "llm.manage")
     try:
         body = ModelCreate.model_validate(
             {
@@ -409,20 +349,15 @@ async def add_model(
         )
         await llm_settings.create_model(session, body)
         await commit(session)
-    except ValidationError as invalid:
-        return await _llm_view(
-            request, user, session, f"Check the form: {invalid.errors()[0]['msg']}"
-        )
-    except TollgateError as refused:
-        return await _llm_view(request, user, session, refused.message)
+    except (ValidationError, TollgateError) as refused:
+        return await _llm_view(request, user, session, problem(refused), "model")
     return await _llm_view(request, user, session)
-
-
-def form_problem(invalid: ValidationError) -> str:
-    """What was wrong with a form, in one line."""
-    return f"Check the form: {invalid.errors()[0]['msg']}"
 
 
 def _local(target: str) -> str:
     """Only a path on this site may be where sign-in leads (never another site)."""
     return target if target.startswith("/") and not target.startswith("//") else f"{PAGES_PATH}/"
+
+
+ROUTERS = (router, upstream_routes.router)
+"""Every router of the pages (``create_app`` includes them)."""

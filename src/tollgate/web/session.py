@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Form, Request
@@ -20,6 +21,16 @@ SESSION_COOKIE = "tollgate_session"
 CSRF_COOKIE = "tollgate_csrf"
 PAGES_PATH = "/ui"
 LOGIN_PATH = f"{PAGES_PATH}/login"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is signed in, as an error page shows them (read while the request's session
+    was open: an error page comes after it closed)."""
+
+    username: str
+    role: str
+    is_superuser: bool
 
 
 class SignInRequired(Exception):
@@ -69,9 +80,11 @@ async def page_user(request: Request, session: SessionDep, settings: SettingsDep
     if not token:
         raise SignInRequired
     try:
-        return await user_for_jwt(token, session, settings)
+        user = await user_for_jwt(token, session, settings)
     except Unauthorized as exc:
         raise SignInRequired from exc
+    request.state.viewer = Viewer(user.username, user.role, user.is_superuser)
+    return user
 
 
 PageUser = Annotated[User, Depends(page_user)]

@@ -1,4 +1,4 @@
-// Copy buttons and the usage chart; everything else works without JavaScript.
+// Copy buttons, confirmations and the usage chart; everything else works without JavaScript.
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("[data-copy]");
   if (!button) return;
@@ -6,6 +6,12 @@ document.addEventListener("click", async (event) => {
   await navigator.clipboard.writeText(text);
   const status = button.parentElement.querySelector(".copied");
   if (status) status.textContent = "Copied";
+});
+
+// A form with data-confirm asks first (deleting, revoking): without JavaScript it just posts.
+document.addEventListener("submit", (submitted) => {
+  const question = submitted.target.dataset && submitted.target.dataset.confirm;
+  if (question && !window.confirm(question)) submitted.preventDefault();
 });
 
 window.addEventListener("load", () => {
