@@ -32,7 +32,12 @@ from tollgate.gateway.schemas import VirtualServerCreate
 from tollgate.identity import service as identity
 from tollgate.identity.models import User
 from tollgate.identity.oauth.service import OAuthServer
-from tollgate.web import service, upstream_routes
+from tollgate.web import (
+    organization_routes,
+    portal_routes,
+    service,
+    upstream_routes,
+)
 from tollgate.web.pages import GatewayDep, PageRoute, problem, render, require_permission
 from tollgate.web.session import (
     PAGES_PATH,
@@ -359,5 +364,10 @@ def _local(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") else f"{PAGES_PATH}/"
 
 
-ROUTERS = (router, upstream_routes.router)
+ROUTERS = (
+    router,
+    portal_routes.router,
+    organization_routes.router,
+    upstream_routes.router,
+)
 """Every router of the pages (``create_app`` includes them)."""
