@@ -33,6 +33,7 @@ from tollgate.identity import service as identity
 from tollgate.identity.models import User
 from tollgate.identity.oauth.service import OAuthServer
 from tollgate.web import (
+    admin_routes,
     organization_routes,
     portal_routes,
     service,
@@ -369,5 +370,6 @@ ROUTERS = (
     portal_routes.router,
     organization_routes.router,
     upstream_routes.router,
+    admin_routes.router,
 )
 """Every router of the pages (``create_app`` includes them)."""

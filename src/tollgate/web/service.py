@@ -61,3 +61,36 @@ async def portal(session: AsyncSession, user_id: int) -> Portal:
         calls=calls,
         chart=calls_per_day(calls, CHART_DAYS, datetime.now(UTC)),
     )
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which rows of a long list a page shows, for its pager: ``shown`` rows from
+    ``offset``, of ``total`` (None when only ``more`` says whether rows follow)."""
+
+    offset: int
+    limit: int
+    shown: int
+    total: int | None = None
+    more: bool = False
+
+    @property
+    def first(self) -> int:
+        """The position of the first row shown (1-based; 0 when none is)."""
+        return self.offset + 1 if self.shown else 0
+
+    @property
+    def last(self) -> int:
+        """The position of the last row shown."""
+        return self.offset + self.shown
+
+    @property
+    def previous(self) -> int | None:
+        """The offset of the page before this one, if any."""
+        return max(0, self.offset - self.limit) if self.offset else None
+
+    @property
+    def next(self) -> int | None:
+        """The offset of the page after this one, if any."""
+        follows = self.more if self.total is None else self.last < self.total
+        return self.last if follows else None
