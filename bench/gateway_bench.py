@@ -60,7 +60,16 @@ SERVE_PREFIX: list[str] = []
 def upstream_process(name: str, extra_tools: int = 0) -> Iterator[str]:
     """The test upstream in its own process; yields its URL."""
     process = subprocess.Popen(
-        [sys.executable, str(UPSTREAM), "http", "--name", name, "--extra-tools", str(extra_tools)],
+        [
+            sys.executable,
+            str(UPSTREAM),
+            "http",
+            "--fast",
+            "--name",
+            name,
+            "--extra-tools",
+            str(extra_tools),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
+from mcp.server.transport_security import TransportSecurityMiddleware
 from starlette.types import Scope
 
 from tollgate import __version__
@@ -47,8 +48,16 @@ from tollgate.data.tools import UPSTREAM_NAME as DATA_UPSTREAM
 from tollgate.data.tools import data_server
 from tollgate.gateway import routes as gateway_routes
 from tollgate.gateway.addresses import identity_extension, public_base_url
+from tollgate.gateway.callers import CallerReader
+from tollgate.gateway.forward import ForwardPath
 from tollgate.gateway.hub import Gateway
-from tollgate.gateway.server import MCP_PATH, PROTECTED_RESOURCE_ROOT, BearerGate, McpEndpoint
+from tollgate.gateway.server import (
+    MCP_PATH,
+    PROTECTED_RESOURCE_ROOT,
+    BearerGate,
+    McpEndpoint,
+    transport_security,
+)
 from tollgate.gateway.servers import SERVERS_PATH_PREFIX, server_of_path
 from tollgate.gateway.sessions import OWNER_REFRESH_SECONDS, InternalListener, SessionRouter
 from tollgate.identity import routes as identity_routes
@@ -113,13 +122,16 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     components.append(_chat_service(runtime, gateway, recorder))
     components.append(oauth)
     state = AppState(runtime, *components, *([data] if data is not None else []))
+    mcp_app = endpoint.asgi_app(settings.allowed_hosts)
+    forward = _forward_path(gateway, endpoint, settings)
     session_router = SessionRouter(
         BearerGate(
-            endpoint.asgi_app(settings.allowed_hosts),
+            mcp_app,
             credentials,
             keys,
             lambda scope: _resource_metadata_url(settings, scope),
             gateway,
+            forward,
         ),
         endpoint.server.session_manager,
         runtime.cache,
@@ -134,6 +146,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         _schedule_jobs(scheduler, runtime)
         try:
             async with gateway.pool, endpoint.server.session_manager.run():
+                await forward.start()
                 settler.start()
                 holds.start()
                 recorder.start()
@@ -161,6 +174,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
                         await listener.stop()
         finally:
             await scheduler.stop()
+            await forward.close()
             await meter.drain()
             await settler.stop()
             await _quietly(holds.stop(), "giving back held credits")
@@ -289,6 +303,15 @@ def _schedule_jobs(scheduler: Scheduler, runtime: Runtime) -> None:
         "lease-expiry",
         lambda: broker_jobs.mark_expired_leases(runtime.sessions),
     )
+
+
+def _forward_path(gateway: Gateway, endpoint: McpEndpoint, settings: Settings) -> ForwardPath:
+    """The raw relay of tool calls (it serves none when the operator turned it off)."""
+    security = TransportSecurityMiddleware(transport_security(settings.allowed_hosts))
+    callers = CallerReader(endpoint.server.session_manager, security)
+    if settings.forward_tool_calls:
+        endpoint.callers = callers
+    return ForwardPath(gateway, callers, enabled=settings.forward_tool_calls)
 
 
 def _resource_metadata_url(settings: Settings, scope: Scope) -> str:

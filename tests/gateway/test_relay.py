@@ -127,20 +127,23 @@ async def test_upstream_elicitation_is_answered_by_the_calling_user(
     assert questions == ["Your name?"]
 
 
+@pytest.mark.parametrize("mode", ERAS)
 async def test_sampling_is_refused_cleanly_when_the_caller_did_not_declare_it(
-    upstream: Upstream, gateway: Gateway
+    upstream: Upstream, gateway: Gateway, mode: str
 ) -> None:
     admin = await quick_member(gateway, role=Role.ADMIN)
     await register_upstream(gateway, admin, name="echo", url=upstream.url)
     user = await quick_member(gateway, credits=10)
 
-    async with connect(gateway, user.key) as client:
-        result = await client.call_tool("echo__sample", {"topic": "x"})
+    async with connect(gateway, user.key, mode) as client:
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("echo__sample", {"topic": "x"})
 
-    assert result.is_error
-    assert "does not support sampling" in text_of(result)
+    # The upstream sees the caller's own capabilities, and answers as it would directly.
+    assert refused.value.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
+    assert "sampling" in refused.value.message
     [record] = await wait_settled(gateway.runtime, user.account_id)
-    assert record.credits_charged == 0
+    assert (record.credits_charged, record.error_code) == (0, "upstream_error")
 
 
 async def test_a_forged_or_foreign_request_state_is_refused(
@@ -150,7 +153,12 @@ async def test_a_forged_or_foreign_request_state_is_refused(
     await register_upstream(gateway, admin, name="echo", url=upstream.url)
     user, other = await quick_member(gateway, credits=10), await quick_member(gateway, credits=10)
 
-    async with connect(gateway, user.key, "2026-07-28") as client:
+    async def never(_: Any, params: Any) -> Any:
+        raise AssertionError("the test answers the questions itself")
+
+    # Declared, so the upstream asks instead of refusing a client that cannot answer.
+    askable = {"elicitation_callback": never, "sampling_callback": never}
+    async with connect(gateway, user.key, "2026-07-28", **askable) as client:
         asked = await client.session.call_tool(
             "echo__ask", {"question": "Name?"}, allow_input_required=True
         )
@@ -169,7 +177,7 @@ async def test_a_forged_or_foreign_request_state_is_refused(
                 "echo__sample", {"topic": "x"}, input_responses=answers,
                 request_state=asked.request_state,
             )  # fmt: skip
-    async with connect(gateway, other.key, "2026-07-28") as client:
+    async with connect(gateway, other.key, "2026-07-28", **askable) as client:
         with pytest.raises(MCPError) as other_account:
             await client.session.call_tool(
                 "echo__ask", {"question": "Name?"}, input_responses=answers,

@@ -264,6 +264,11 @@ def main() -> None:
     parser.add_argument("mode", choices=["stdio", "http"])
     parser.add_argument("--name", default="upstream")
     parser.add_argument("--extra-tools", type=int, default=0)
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="stateless, JSON responses: as fast as the SDK serves (the benchmarks' upstream)",
+    )
     args = parser.parse_args()
     server = make_server(args.name, args.extra_tools)
     if args.mode == "stdio":
@@ -272,7 +277,9 @@ def main() -> None:
     sock = _socket()
     sock.listen(1024)
     print(f"LISTENING http://127.0.0.1:{sock.getsockname()[1]}/mcp", flush=True)
-    app = server.streamable_http_app(transport_security=ALLOW_LOCAL)
+    app = server.streamable_http_app(
+        transport_security=ALLOW_LOCAL, stateless_http=args.fast, json_response=args.fast
+    )
     uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)).run(
         sockets=[sock]
     )

@@ -325,6 +325,13 @@ class Settings(BaseSettings):
         "in the next group commit; a process killed in between loses those calls' records "
         "and charges (never charging twice, never past the balance).",
     )
+    forward_tool_calls: bool = Field(
+        default=True,
+        validation_alias="TOLLGATE_FORWARD_TOOL_CALLS",
+        description="Relay tools/call to HTTP upstreams as raw JSON-RPC (the fast path: same "
+        "metering, records and relays, a fraction of the time). false: every call takes the "
+        "MCP SDK's server and client, as other requests do.",
+    )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES,
         ge=1,

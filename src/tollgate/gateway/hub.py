@@ -307,11 +307,11 @@ class Gateway:
         if entry is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {name}")
         upstream_state = opened_state(self.runtime.keyring, caller, name, side)
-        limited = self._rate_limited(caller)
+        limited = self.rate_limited(caller)
         if limited is not None:
             return limited
         try:
-            connection = await self._connection_for(entry, caller)
+            connection = await self.connection_for(entry, caller)
         except MissingCredential as missing:
             return tool_error(
                 f"No {missing.service} credential: add one in Tollgate to use {name}",
@@ -321,7 +321,7 @@ class Gateway:
         if side.same_era and connection.era in MODERN_PROTOCOL_VERSIONS:
             connection = self.pool.handshake_twin(connection.spec)
         request_id = uuid.uuid4().hex
-        refusal = await self._reserve(caller, entry, name, request_id)
+        refusal = await self.reserve(caller, entry, name, request_id)
         if refusal is not None:
             return refusal
         call = ToolCall(
@@ -329,7 +329,7 @@ class Gateway:
         )
         return await self._forward(call, connection)
 
-    def _rate_limited(self, caller: AccountKeyCaller) -> types.CallToolResult | None:
+    def rate_limited(self, caller: AccountKeyCaller) -> types.CallToolResult | None:
         """The refusal of a call past the key's limit, saying when to retry; None if allowed."""
         limit = self.runtime.settings.key_rate_limit_per_minute
         retry_after = self.limiter.hit(f"mcp:{caller.account_id}", limit, RATE_WINDOW_SECONDS)
@@ -343,9 +343,10 @@ class Gateway:
             limit_per_minute=limit,
         )
 
-    async def _reserve(
+    async def reserve(
         self, caller: AccountKeyCaller, entry: ToolEntry, name: str, request_id: str
     ) -> types.CallToolResult | None:
+        """Reserve the call's credits; the refusal to answer when the account cannot pay."""
         try:
             await self.meter.reserve(
                 caller.account_id,
@@ -370,27 +371,32 @@ class Gateway:
             # The client cancelled (or went away): it never gets an answer, so the call is
             # recorded as refunded now.
             with anyio.CancelScope(shield=True):
-                await self._settle(call, started, calls.CANCELLED_ERROR_CODE, cancelled=True)
+                await self.settle(call, started, calls.CANCELLED_ERROR_CODE, cancelled=True)
             raise
         upstream_seconds = time.perf_counter() - started
         if isinstance(result, types.InputRequiredResult):
             self.meter.release(call.request_id)
-            return self._input_required(call, result)
+            return self.questions_for(call, result)
         with anyio.CancelScope(shield=True):  # the outcome is durable before the answer
-            await self._settle(call, started, error_code)
+            await self.settle(call, started, error_code)
         overhead = time.perf_counter() - call.started - upstream_seconds
         result.meta = {**(result.meta or {}), OVERHEAD_META_KEY: round(overhead * 1000, 3)}
         return result
 
-    def _input_required(
+    def questions_for(
         self, call: ToolCall, result: types.InputRequiredResult
     ) -> types.InputRequiredResult:
         """The upstream's questions for the caller, its state sealed into Tollgate's."""
-        state = input_state.InputState(call.caller.account_id, call.name, result.request_state)
-        sealed = input_state.seal(self.runtime.keyring, state)
+        sealed = self.seal_state(call, result.request_state)
         return result.model_copy(update={"request_state": sealed})
 
-    async def _settle(
+    def seal_state(self, call: ToolCall, upstream_state: str | None) -> str:
+        """The ``requestState`` a caller gets for the upstream's own: bound to its account
+        and to the tool."""
+        state = input_state.InputState(call.caller.account_id, call.name, upstream_state)
+        return input_state.seal(self.runtime.keyring, state)
+
+    async def settle(
         self, call: ToolCall, started: float, error_code: str | None, *, cancelled: bool = False
     ) -> None:
         """Record and charge the call (durable before the answer is released), then tell
@@ -446,9 +452,11 @@ class Gateway:
         own_server_info(result)
         return result, "tool_error" if result.is_error else None
 
-    async def _connection_for(
+    async def connection_for(
         self, entry: ToolEntry, caller: AccountKeyCaller
     ) -> UpstreamConnection:
+        """The session a call of ``caller`` to ``entry`` goes over: the upstream's shared
+        one, or the one carrying the caller's own credential (MissingCredential)."""
         record = self.upstreams.get(entry.upstream)
         base = record.spec if record is not None else None
         shared = record.connection if record is not None else None

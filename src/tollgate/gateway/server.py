@@ -28,14 +28,19 @@ from mcp.server.subscriptions import (
     ResourcesListChanged,
     ToolsListChanged,
 )
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import (
+    DEFAULT_MAX_REQUEST_BODY_SIZE,
+    TransportSecuritySettings,
+)
 from mcp.shared.dispatcher import ProgressFnT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tollgate import __version__
 from tollgate.accounts.keys import KeyStore
+from tollgate.core.asgi import read_body, replayed
 from tollgate.core.errors import (
     Unauthorized,
     bearer_refusal,
@@ -44,6 +49,8 @@ from tollgate.core.errors import (
 )
 from tollgate.gateway import naming
 from tollgate.gateway.addresses import public_base_url
+from tollgate.gateway.callers import CallerReader
+from tollgate.gateway.forward import ForwardPath, wants_body
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.pages import page
 from tollgate.gateway.relay import (
@@ -115,6 +122,14 @@ class _GatewayServer(Server[Any]):
         )
 
 
+def transport_security(allowed_hosts: list[str]) -> TransportSecuritySettings:
+    """DNS-rebinding protection: the Host and Origin headers ``/mcp`` accepts."""
+    origins = [f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=origins
+    )
+
+
 def _guarded(handler: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Turn unexpected failures into a plain JSON-RPC internal error (never a leaked message)."""
 
@@ -143,6 +158,8 @@ class McpEndpoint:
         self.listen = ListenHandler(self.bus)
         self._legacy_connections: set[Connection] = set()
         self._page_size = gateway.runtime.settings.list_page_size
+        self.callers: CallerReader | None = None
+        """Told of every handshake-era session (the forward path serves their calls)."""
         self.server = _GatewayServer(
             "tollgate",
             version=__version__,
@@ -173,14 +190,8 @@ class McpEndpoint:
 
     def asgi_app(self, allowed_hosts: list[str]) -> Starlette:
         """The SDK's Streamable HTTP app at ``/mcp`` (mount it at ``/``, after other routes)."""
-        origins = [f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts]
         return self.server.streamable_http_app(
-            streamable_http_path=MCP_PATH,
-            transport_security=TransportSecuritySettings(
-                enable_dns_rebinding_protection=True,
-                allowed_hosts=allowed_hosts,
-                allowed_origins=origins,
-            ),
+            streamable_http_path=MCP_PATH, transport_security=transport_security(allowed_hosts)
         )
 
     async def _track_legacy_sessions(
@@ -188,6 +199,8 @@ class McpEndpoint:
     ) -> HandlerResult:
         result = await call_next(ctx)
         connection: Connection = ctx.session._connection  # the SDK has no public accessor
+        if self.callers is not None and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            self.callers.register(connection)
         if (
             ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS
             and connection.has_standalone_channel
@@ -365,12 +378,14 @@ class BearerGate:
         keys: KeyStore,
         resource_metadata_url: Callable[[Scope], str],
         gateway: Gateway,
+        forward: ForwardPath | None = None,
     ):
         self.app = app
         self.credentials = credentials
         self.keys = keys
         self.resource_metadata_url = resource_metadata_url
         self.gateway = gateway
+        self.forward = forward
         self.memberships = Memberships(gateway.runtime.sessions)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -399,6 +414,17 @@ class BearerGate:
         scope["user"] = AuthenticatedUser(
             AccessToken(token=f"account:{principal}", client_id=principal, scopes=[])
         )
+        if self.forward is not None and self.forward.enabled and wants_body(scope):
+            body = await read_body(receive, DEFAULT_MAX_REQUEST_BODY_SIZE)
+            if body is None:
+                await Response("Request body too large", 413)(scope, receive, send)
+                return
+            forwarded = await self.forward.serve(
+                caller, view or self.gateway.root, scope, body, receive, send
+            )
+            if forwarded:
+                return
+            receive = replayed(body, receive)
         reset_caller = current_caller.set(caller)
         reset_view = current_view.set(view)
         try:

@@ -32,6 +32,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tollgate.core.asgi import read_body
 from tollgate.core.cache import Cache
 from tollgate.core.errors import JSONRPC_INVALID_REQUEST, jsonrpc_error_response
 from tollgate.core.settings import Settings
@@ -172,7 +173,7 @@ class SessionRouter:
     async def _forward(
         self, owner: str, session_id: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        body = await _read_body(receive)
+        body = await read_body(receive, DEFAULT_MAX_REQUEST_BODY_SIZE)
         if body is None:
             await Response("Request body too large", 413)(scope, receive, send)
             return
@@ -222,24 +223,6 @@ class SessionRouter:
             await self._client.aclose()
             self._client = None
         self.internal_url = None
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None past the SDK's own size limit."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > DEFAULT_MAX_REQUEST_BODY_SIZE:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def _relay(response: httpx.Response, receive: Receive, send: Send) -> None:
