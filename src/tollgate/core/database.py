@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import DateTime, Engine, MetaData, event, select
+from sqlalchemy import DateTime, Engine, MetaData, Table, event, select
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -183,19 +183,26 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
+WRITES_POOL_SIZE = 2
+"""Connections of the background writers on PostgreSQL (the settler and the analytics
+recorder each commit one batch at a time)."""
+
+
 class SyncWrites:
     """Write transactions done by plain synchronous functions of a :class:`Session`, for the
     background writers that commit many rows at once (call records, analytics).
 
     On SQLite they run in one thread of their own over a synchronous connection: one hop to
-    the thread per transaction, where aiosqlite takes several per statement (measured: a
-    call's record and charge commit in 0.65 ms instead of 2.4 ms). Elsewhere they run on the
-    async engine (``run_sync``), with the same statements.
+    the thread per transaction, where aiosqlite takes several per statement. On PostgreSQL
+    they run on an engine of their own (``run_sync``), whose commits do not wait for the
+    write-ahead log to reach the disk (``synchronous_commit = off``): as durable as SQLite's
+    WAL with ``synchronous=NORMAL``. A crash of Tollgate loses nothing committed; a crash of
+    the database server may lose the last fraction of a second of these writes, never half
+    of a transaction. The pool skips the liveness ping: a failed batch is retried.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._sessions = create_session_factory(engine)
         self._thread_engine: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         if engine.dialect.name == "sqlite":
@@ -207,6 +214,15 @@ class SyncWrites:
             )
             _configure_sqlite(self._thread_engine)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writes")
+        else:
+            self._engine = create_async_engine(
+                engine.url,
+                pool_size=WRITES_POOL_SIZE,
+                max_overflow=0,
+                pool_pre_ping=False,
+                connect_args={"server_settings": {"synchronous_commit": "off"}},
+            )
+        self._sessions = create_session_factory(self._engine)
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a transaction of its own, committed when it returns."""
@@ -220,12 +236,19 @@ class SyncWrites:
         with Session(self._thread_engine, expire_on_commit=False) as session, session.begin():
             return work(session)
 
-    def close(self) -> None:
-        """Finish what was submitted and release the thread's connection."""
+    async def close(self) -> None:
+        """Finish what was submitted and release the writers' connections."""
         if self._thread is not None:
-            self._thread.shutdown(wait=True)
+            await asyncio.to_thread(self._thread.shutdown, wait=True)
         if self._thread_engine is not None:
             self._thread_engine.dispose()
+        else:
+            await self._engine.dispose()
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's table, for Core statements that skip the ORM's per-row work."""
+    return cast(Table, model.__table__)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -42,5 +41,5 @@ class Runtime:
     async def close(self) -> None:
         """Release connections."""
         await self.cache.close()
-        await asyncio.to_thread(self.writes.close)
+        await self.writes.close()
         await self.engine.dispose()
