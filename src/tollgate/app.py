@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = Scheduler()
+        runtime.near.start()
         await heartbeat(runtime.cache, runtime.instance_id)
         await jobs.recover_abandoned_work(runtime)
         _schedule_jobs(scheduler, runtime)

@@ -16,6 +16,7 @@ from tollgate.accounts.models import McpAccount
 from tollgate.core.cache import Cache
 from tollgate.core.crypto import hash_token, new_token
 from tollgate.core.database import utcnow
+from tollgate.core.nearcache import NearCache
 from tollgate.core.runtime import Runtime
 from tollgate.identity.credentials import (
     ACCOUNT_KEY_PREFIX,
@@ -55,9 +56,13 @@ class KeyStore(AccountKeys):
     """Account keys resolved from ``mcp_accounts`` through the cache; records connections."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], cache: Cache, ttl: float
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cache: Cache,
+        ttl: float,
+        near: NearCache | None = None,
     ) -> None:
-        super().__init__(cache, ttl)
+        super().__init__(cache, ttl, near)
         self.sessions = sessions
         self._touched_at: dict[int, float] = {}
 
@@ -120,4 +125,6 @@ class KeyStore(AccountKeys):
 
 def key_store(runtime: Runtime) -> KeyStore:
     """A key store over the runtime's database and cache (it keeps no state of its own)."""
-    return KeyStore(runtime.sessions, runtime.cache, runtime.settings.key_cache_ttl_seconds)
+    return KeyStore(
+        runtime.sessions, runtime.cache, runtime.settings.key_cache_ttl_seconds, runtime.near
+    )

@@ -28,6 +28,7 @@ from tollgate.core.cache import Cache
 from tollgate.core.crypto import hash_token
 from tollgate.core.database import after_commit, commit, utcnow
 from tollgate.core.errors import Unauthorized
+from tollgate.core.nearcache import NearCache
 from tollgate.core.runtime import Runtime
 from tollgate.core.settings import Settings
 from tollgate.identity.jwt import decode_access_token
@@ -154,9 +155,11 @@ class AccountKeys(ABC):
     database. The accounts part supplies :meth:`lookup` (its table holds the hashes).
     """
 
-    def __init__(self, cache: Cache, ttl: float) -> None:
+    def __init__(self, cache: Cache, ttl: float, near: NearCache | None = None) -> None:
         self.cache = cache
         self.ttl = ttl
+        self.near = near
+        """Copies in this process's memory (no cache round trip on most requests)."""
 
     @abstractmethod
     async def lookup(self, key_hash: str) -> AccountKeyCaller | None:
@@ -165,18 +168,26 @@ class AccountKeys(ABC):
     async def authenticate(self, key: str, *, use_cache: bool = True) -> AccountKeyCaller:
         """The identity behind an active key, or Unauthorized."""
         key_hash = hash_token(key)
-        if use_cache:
-            cached = await self.cache.get(_key_cache_entry(key_hash))
-            if cached is not None:
-                return _key_from_cache(cached)
+        entry = _key_cache_entry(key_hash)
+        if not use_cache:
+            return await self._looked_up(key_hash)
+        near, generation = self.near, self.near.generation() if self.near else 0
+        if near is not None and (copy := near.get(entry)) is not None:
+            return _key_from_cache(copy)
+        cached = await self.cache.get(entry)
+        if cached is None:
+            identity = await self._looked_up(key_hash)
+            cached = _key_for_cache(identity)
+            if not await self.cache.add(entry, cached, self.ttl):
+                return identity  # another process wrote it first (maybe a tombstone): not kept
+        if near is not None:
+            near.put(entry, cached, generation)
+        return _key_from_cache(cached)
+
+    async def _looked_up(self, key_hash: str) -> AccountKeyCaller:
         identity = await self.lookup(key_hash)
         if identity is None:
             raise Unauthorized(INVALID_KEY, code="invalid_key")
-        if use_cache:
-            payload = json.dumps(
-                {"a": identity.account_id, "u": identity.user_id, "e": identity.email}
-            )
-            await self.cache.add(_key_cache_entry(key_hash), payload, self.ttl)
         return identity
 
     async def identify(self, token: str | None) -> AccountKeyCaller | None:
@@ -195,10 +206,18 @@ class AccountKeys(ABC):
             json.dumps({"revoked": True}),
             self.ttl * TOMBSTONE_TTL_FACTOR,
         )
+        if self.near is not None:
+            await self.near.changed(_key_cache_entry(key_hash))
 
     async def forget(self, key_hash: str) -> None:
         """Drop what the cache holds for ``key_hash`` so the next use reads the database."""
         await self.cache.delete(_key_cache_entry(key_hash))
+        if self.near is not None:
+            await self.near.changed(_key_cache_entry(key_hash))
+
+
+def _key_for_cache(identity: AccountKeyCaller) -> str:
+    return json.dumps({"a": identity.account_id, "u": identity.user_id, "e": identity.email})
 
 
 def _key_from_cache(cached: str) -> AccountKeyCaller:
