@@ -1,6 +1,6 @@
 """The MCP conformance suite through Tollgate: the python-sdk's everything-server behind an
 unprefixed virtual server, compared scenario by scenario with the suite run against the
-server directly."""
+server directly. Every scenario that passes directly must pass through Tollgate."""
 
 from __future__ import annotations
 
@@ -24,28 +24,6 @@ from tests.gateway.conftest import http_to, quick_member, register_upstream, ser
 from tests.gateway.upstream import serve_in_thread
 from tollgate.core.settings import Settings
 from tollgate.identity.models import Role
-
-PER_REQUEST_CAPABILITIES = (
-    "Tollgate's session to the upstream declares sampling and elicitation for every caller "
-    "(the SDK client stamps one set of capabilities on every 2026-07-28 request), so the "
-    "upstream cannot tailor its questions to, or refuse (-32021), a caller that lacks them"
-)
-
-THROUGH_TOLLGATE_GAPS: dict[str, str] = {
-    **{
-        f"{leg}/{scenario}": PER_REQUEST_CAPABILITIES
-        for leg in ("default", "2026-07-28")
-        for scenario in ("input-required-result-capability-check", "server-stateless")
-    },
-    **{
-        f"{leg}/server-sse-polling": "a transport behaviour of each hop: when the upstream "
-        "closes its event stream mid-call, Tollgate resumes it upstream and keeps the caller's "
-        "stream open, so the caller never sees a close to resume from"
-        for leg in ("default", "2025-11-25")
-    },
-}
-"""Scenarios that pass directly but not through Tollgate yet, each with its reason. The test
-fails when another one is lost, and when one of these starts passing (update the list)."""
 
 
 @pytest.mark.timeout(SERVER_START_SECONDS * 2 + 2 * len(LEGS) * SUITE_TIMEOUT_SECONDS)
@@ -79,8 +57,4 @@ async def test_every_scenario_passing_directly_passes_through_a_virtual_server(
     for name in sorted(lost):
         print(f"lost through Tollgate: {name}: {failures(through.get(name, []))}")
     assert passing_directly
-    known = set(THROUGH_TOLLGATE_GAPS)
-    assert lost == known, {
-        "lost": {name: failures(through.get(name, [])) for name in sorted(lost - known)},
-        "now passing": sorted(known - lost),
-    }
+    assert not lost, {name: failures(through.get(name, [])) for name in sorted(lost)}

@@ -50,6 +50,7 @@ from tollgate.core.errors import (
 from tollgate.gateway import naming
 from tollgate.gateway.addresses import public_base_url
 from tollgate.gateway.callers import CallerReader
+from tollgate.gateway.event_store import RETRY_INTERVAL_MS, store_per_session
 from tollgate.gateway.forward import ForwardPath, wants_body
 from tollgate.gateway.hub import Gateway
 from tollgate.gateway.pages import page
@@ -189,10 +190,15 @@ class McpEndpoint:
         gateway.on_change(self.notify_changed)
 
     def asgi_app(self, allowed_hosts: list[str]) -> Starlette:
-        """The SDK's Streamable HTTP app at ``/mcp`` (mount it at ``/``, after other routes)."""
-        return self.server.streamable_http_app(
-            streamable_http_path=MCP_PATH, transport_security=transport_security(allowed_hosts)
+        """The SDK's Streamable HTTP app at ``/mcp`` (mount it at ``/``, after other routes);
+        its handshake-era streams are resumable."""
+        app = self.server.streamable_http_app(
+            streamable_http_path=MCP_PATH,
+            transport_security=transport_security(allowed_hosts),
+            retry_interval=RETRY_INTERVAL_MS,
         )
+        store_per_session(self.server.session_manager)
+        return app
 
     async def _track_legacy_sessions(
         self, ctx: ServerRequestContext[Any], call_next: CallNext

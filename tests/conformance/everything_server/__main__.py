@@ -1,5 +1,6 @@
 """CLI entry point for the MCP Everything Server."""
 
+from . import diagnostics  # noqa: F401  (Tollgate's addition: registers the diagnostic tools)
 from .server import main
 
 if __name__ == "__main__":
