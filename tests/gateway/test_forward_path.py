@@ -215,3 +215,19 @@ async def test_calls_take_the_sdks_path_when_forwarding_is_off(
     assert text_of(echoed) == "by the SDK"
     assert failed.is_error
     assert [(c.error_code, c.credits_charged) for c in calls] == [(None, 3), ("tool_error", 3)]
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_result_larger_than_any_read_buffer_arrives_whole(
+    gateway: Gateway, handshake_only: tuple[str, Wrapper], mode: str
+) -> None:
+    url, _ = handshake_only  # it answers calls as event streams: one event, one long line
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="old", url=url)
+    user = await quick_member(gateway, credits=10)
+    text = "0123456789abcdef" * 40_000  # 640 kB
+
+    async with connect(gateway, user.key, mode) as client:
+        echoed = await client.call_tool("old__echo", {"text": text})
+
+    assert text_of(echoed) == text

@@ -180,7 +180,7 @@ class UpstreamLink:
                 await asyncio.sleep(min(retry_ms, MAX_RETRY_MS) / 1000)
                 response = await self._resume(last_id)
             try:
-                async for event in wire.read_events(aiter(response.content)):
+                async for event in wire.read_events(response.content.iter_any()):
                     last_id = event.id if event.id is not None else last_id
                     retry_ms = event.retry if event.retry is not None else retry_ms
                     message = wire.decoded(event)

@@ -67,8 +67,23 @@ def jsonrpc_result(request_id: Any, result: Message) -> Message:
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
 
-async def read_events(lines: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
-    """The events of an event stream, from its lines (each ending with ``\\n``).
+async def lines_of(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The lines of a byte stream (without their ending), however it is chunked: a line
+    may be longer than any read buffer (a large result in one ``data:`` line)."""
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer.extend(chunk)
+        start = 0
+        while (end := buffer.find(b"\n", start)) != -1:
+            yield bytes(buffer[start:end]).rstrip(b"\r")
+            start = end + 1
+        del buffer[:start]
+    if buffer:
+        yield bytes(buffer).rstrip(b"\r")
+
+
+async def read_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
+    """The events of an event stream, from its bytes.
 
     Fields follow the HTML living standard's rules: ``data`` lines join with newlines, a
     blank line dispatches, comments and unknown fields are skipped, a ``retry`` that is not
@@ -76,8 +91,8 @@ async def read_events(lines: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
     """
     event = SseEvent()
     data: list[str] = []
-    async for raw in lines:
-        line = raw.decode("utf-8").rstrip("\r\n")
+    async for raw in lines_of(chunks):
+        line = raw.decode("utf-8")
         if not line:
             if data or event.id is not None:
                 event.data = "\n".join(data)
