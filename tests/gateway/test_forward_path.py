@@ -21,6 +21,7 @@ from tests.gateway.conftest import (
     Gateway,
     Upstream,
     connect,
+    http_to,
     quick_member,
     register_upstream,
     serving,
@@ -29,6 +30,7 @@ from tests.gateway.conftest import (
 )
 from tests.gateway.upstream import ALLOW_LOCAL, make_server, serve_in_thread
 from tollgate.core.settings import Settings
+from tollgate.gateway import forward
 from tollgate.gateway.event_store import store_per_session
 from tollgate.identity.models import Role
 
@@ -231,3 +233,40 @@ async def test_a_result_larger_than_any_read_buffer_arrives_whole(
         echoed = await client.call_tool("old__echo", {"text": text})
 
     assert text_of(echoed) == text
+
+
+async def test_a_long_silent_call_is_kept_alive_with_pings(
+    gateway: Gateway, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forward, "KEEPALIVE_SECONDS", 0.2)
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    user = await quick_member(gateway, credits=10)
+    version = "2026-07-28"
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    call = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "echo__slow", "arguments": {"seconds": 1}, "_meta": meta},
+    }
+    headers = {
+        "Authorization": f"Bearer {user.key}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": version,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "echo__slow",
+    }
+
+    async with http_to(gateway) as http:
+        answer = await http.post("/mcp", json=call, headers=headers)
+
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert ": ping" in answer.text
+    [data] = [line for line in answer.text.splitlines() if line.startswith("data: ")]
+    result = json.loads(data.removeprefix("data: "))
+    assert result["id"] == 7
+    assert result["result"]["content"][0]["text"] == "slept 1.0"

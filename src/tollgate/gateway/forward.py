@@ -75,6 +75,10 @@ MODERN_ENVELOPE = (
 )
 """The 2026-07-28 request envelope in ``_meta``: not for a handshake-era upstream."""
 
+KEEPALIVE_SECONDS = 15.0
+"""A call's answer gets a ping after this long without anything to send (the SDK's own
+interval)."""
+
 INPUT_METHODS = {
     "sampling/createMessage": "sampling",
     "elicitation/create": "elicitation",
@@ -242,7 +246,7 @@ class ForwardPath:
         upstream_started = time.perf_counter()
         running = exchange.running = _Running(asyncio.current_task())  # type: ignore[arg-type]
         key = self._track(exchange)
-        watcher = asyncio.create_task(_watch_disconnect(receive, running))
+        watcher = asyncio.create_task(_watch(receive, running, exchange.stream))
         link: UpstreamLink | None = None
         try:
             link = await self._link(connection)
@@ -545,8 +549,17 @@ def _cancelled_request(body: bytes) -> Any:
     return params.get("requestId") if isinstance(params, dict) else None
 
 
-async def _watch_disconnect(receive: Receive, running: _Running) -> None:
-    """Cancel the call when its caller hangs up."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    running.cancel("the client disconnected")
+async def _watch(receive: Receive, running: _Running, stream: wire.EventStream) -> None:
+    """Cancel the call when its caller hangs up; while the upstream is silent, keep the
+    answer alive with a ping every :data:`KEEPALIVE_SECONDS` (as an event stream: a proxy
+    between the caller and Tollgate would otherwise time a long call out)."""
+    while True:
+        try:
+            message = await asyncio.wait_for(receive(), KEEPALIVE_SECONDS)
+        except TimeoutError:
+            if running.armed:
+                await stream.write(wire.SSE_PING)
+            continue
+        if message["type"] == "http.disconnect":
+            running.cancel("the client disconnected")
+            return
