@@ -23,7 +23,15 @@ from tollgate.core.errors import TollgateError
 from tollgate.identity import service as identity
 from tollgate.identity.schemas import UserCreate
 from tollgate.web import forms
-from tollgate.web.pages import PageRoute, Visit, posting, problem, undone_if_refused, visiting
+from tollgate.web.pages import (
+    PageRoute,
+    Visit,
+    counted,
+    posting,
+    problem,
+    undone_if_refused,
+    visiting,
+)
 from tollgate.web.service import Window
 from tollgate.web.session import PAGES_PATH
 
@@ -221,7 +229,7 @@ async def grant_credits(
     notice = (
         "This grant was made already: nothing changed."
         if result.replayed
-        else f"Granted {result.amount} credits: the balance is {result.balance_after}."
+        else f"Granted {counted(result.amount, 'credit')}: the balance is {result.balance_after}."
     )
     return await _account_view(visit, account_id, notice=notice)
 

@@ -47,6 +47,21 @@ ERROR_TITLES = {
 """The headings of error pages by status; anything else is "Something went wrong"."""
 
 
+def plural(noun: str, count: float, many: str | None = None) -> str:
+    """``noun`` as it goes with ``count``: "call" for one (or minus one), "calls" (or
+    ``many``) otherwise, zero included."""
+    return noun if abs(count) == 1 else (many or f"{noun}s")
+
+
+def counted(count: float, noun: str, many: str | None = None) -> str:
+    """``count`` and its noun: "1 call", "0 calls", "2 entries" (with ``many``)."""
+    return f"{count} {plural(noun, count, many)}"
+
+
+templates.env.filters["plural"] = plural
+templates.env.filters["counted"] = counted
+
+
 def render(
     request: Request,
     template: str,
