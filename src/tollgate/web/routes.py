@@ -6,12 +6,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from pydantic import ValidationError
 
 from tollgate.accounts import service as accounts
 from tollgate.accounts.deps import KeyStoreDep
 from tollgate.analytics import service as analytics
+from tollgate.analytics.live import TICKET_MINUTES, live_ticket
 from tollgate.chat import llm_settings
 from tollgate.chat.schemas import (
     ChatInput,
@@ -183,6 +190,18 @@ async def dashboard_live(request: Request, user: PageUser, session: SessionDep) 
     ``analytics.read``."""
     require_permission(user, "analytics.read")
     return render(request, "dashboard_live.html", user, board=await analytics.dashboard(session))
+
+
+@router.get(f"{PAGES_PATH}/admin/dashboard/live-ticket")
+async def dashboard_ticket(user: PageUser, settings: SettingsDep) -> JSONResponse:
+    """A one-minute ticket that opens the live feed's WebSocket and nothing else, for the
+    dashboard's script (the session cookie stays out of its reach); never cached. Needs
+    ``analytics.read``."""
+    require_permission(user, "analytics.read")
+    return JSONResponse(
+        {"ticket": live_ticket(settings, user), "expires_in": TICKET_MINUTES * 60},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def _chat_view(
