@@ -1,8 +1,10 @@
 """A real upstream MCP server for the gateway tests, built with the SDK.
 
 Tools: echo, add, slow, steps (reports progress), fail (a tool error), mutate (adds a tool
-and announces it), add_prompt (the same for a prompt); a resource, a resource template and a
-prompt, with completions for their ``who`` argument.
+and announces it), add_prompt (the same for a prompt), touch (says a resource changed to its
+subscribers, in both eras); a resource, a resource template and a prompt, with completions
+for their ``who`` argument. Who is subscribed to which resource is kept in a
+:class:`Subscribers`.
 ``HeaderRecorder`` keeps the Authorization header of every request it serves.
 Run in a thread of the test process (``serve_in_thread``) or as a process:
 ``python tests/gateway/upstream.py stdio`` / ``... http`` (prints ``LISTENING <url>``).
@@ -14,11 +16,15 @@ import argparse
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import anyio
 import uvicorn
+from mcp.server import ServerRequestContext
+from mcp.server.connection import Connection
+from mcp.server.context import CallNext, HandlerResult
 from mcp.server.mcpserver import (
     AcceptedElicitation,
     Context,
@@ -36,12 +42,15 @@ from mcp_types import (
     CompletionArgument,
     CompletionContext,
     CreateMessageResult,
+    EmptyResult,
     LoggingMessageNotification,
     LoggingMessageNotificationParams,
     PromptReference,
     ResourceTemplateReference,
     SamplingMessage,
+    SubscribeRequestParams,
     TextContent,
+    UnsubscribeRequestParams,
 )
 from pydantic import BaseModel
 
@@ -59,8 +68,11 @@ SLOW_CALLS_RUNNING: dict[str, int] = {}
 """How many ``slow`` calls each in-process test upstream (by name) is running now."""
 
 
-def make_server(name: str = "upstream", extra_tools: int = 0) -> MCPServer:
-    """The test upstream (with ``extra_tools`` more numbered tools, for listing benchmarks)."""
+def make_server(
+    name: str = "upstream", extra_tools: int = 0, subscribers: Subscribers | None = None
+) -> MCPServer:
+    """The test upstream (with ``extra_tools`` more numbered tools, for listing benchmarks),
+    keeping its resource subscriptions in ``subscribers``."""
     server = MCPServer(name, version="1.0.0", log_level="WARNING")
     for number in range(extra_tools):
         server.add_tool(
@@ -70,7 +82,67 @@ def make_server(name: str = "upstream", extra_tools: int = 0) -> MCPServer:
     _add_long_tools(server, name)
     _add_content(server, name)
     _add_asking_tools(server)
+    _add_subscriptions(server, subscribers or Subscribers())
     return server
+
+
+class Subscribers:
+    """Who is subscribed to which of an upstream's resources: handshake-era sessions
+    (``resources/subscribe``) and open 2026-07-28 listen streams naming the resource."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, set[Connection]] = {}
+        self.streams: Counter[str] = Counter()
+
+    def count(self, uri: str) -> int:
+        """How many sessions and open listen streams are subscribed to ``uri``."""
+        return len(self.sessions.get(uri, ())) + self.streams[uri]
+
+    def wanted(self) -> set[str]:
+        """The URIs someone is subscribed to now, in either era."""
+        return {uri for uri in {*self.sessions, *self.streams} if self.count(uri) > 0}
+
+
+def _listened(params: Mapping[str, Any] | None) -> list[str]:
+    """The resource URIs a raw ``subscriptions/listen`` request names."""
+    notifications = (params or {}).get("notifications") or {}
+    return [str(uri) for uri in notifications.get("resourceSubscriptions") or ()]
+
+
+def _add_subscriptions(server: MCPServer, subscribers: Subscribers) -> None:
+    # A request's ServerSession is the request's own; the session's is its Connection (the
+    # SDK has no public accessor for it).
+    async def subscribe(ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> Any:
+        subscribers.sessions.setdefault(str(params.uri), set()).add(ctx.session._connection)
+        return EmptyResult()
+
+    async def unsubscribe(ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams) -> Any:
+        subscribers.sessions.get(str(params.uri), set()).discard(ctx.session._connection)
+        return EmptyResult()
+
+    async def count_streams(ctx: ServerRequestContext[Any], call_next: CallNext) -> HandlerResult:
+        uris = _listened(ctx.params) if ctx.method == "subscriptions/listen" else []
+        subscribers.streams.update(uris)
+        try:
+            return await call_next(ctx)
+        finally:
+            subscribers.streams.subtract(uris)
+
+    # MCPServer has no public way to serve resources/subscribe (the SDK's own conformance
+    # server registers it the same way).
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+    server.middleware.append(count_streams)
+
+    @server.tool()
+    async def touch(uri: str, ctx: Context) -> str:
+        """Say that the resource ``uri`` changed, to every session subscribed to it: listen
+        streams, and handshake-era sessions (not the one calling, unless it subscribed)."""
+        await ctx.notify_resource_updated(uri)
+        for connection in list(subscribers.sessions.get(uri, ())):
+            await connection.send_resource_updated(uri)
+        return f"touched {uri}"
 
 
 class Answer(BaseModel):

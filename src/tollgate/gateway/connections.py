@@ -21,7 +21,7 @@ import httpx2
 import mcp_types as types
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.client.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
+from mcp.client.subscriptions import ResourceUpdated, ServerEvent
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from tollgate.gateway.addresses import reported_gateway_id
@@ -77,6 +77,8 @@ class ConnectionSpec:
 ListingCallback = Callable[[str, UpstreamListing], Awaitable[None]]
 UpdatedCallback = Callable[[str, str], Awaitable[None]]
 """Told ``(upstream, original URI)`` when an upstream says a subscribed resource changed."""
+WantedCallback = Callable[[str], frozenset[str]]
+"""Says which resources of an upstream (its own URIs) callers are subscribed to now."""
 StateCallback = Callable[[str, bool, str | None, str | None], Awaitable[None]]
 
 
@@ -145,9 +147,17 @@ class UpstreamConnection:
         refresh_interval: float = REFRESH_INTERVAL_SECONDS,
         own_gateway_id: str | None = None,
         on_resource_updated: UpdatedCallback | None = None,
+        resource_subscriptions: WantedCallback | None = None,
     ) -> None:
         self.spec = spec
         self._on_resource_updated = on_resource_updated
+        self._wanted = resource_subscriptions
+        self._subscribing = anyio.Lock()
+        self._subscribed: frozenset[str] = frozenset()
+        """The resources this session is subscribed to at the upstream now."""
+        self._stream: anyio.CancelScope | None = None
+        """The open ``subscriptions/listen`` stream of a 2026-07-28 session, if any."""
+        self._session_group: anyio.abc.TaskGroup | None = None
         self.own_gateway_id = own_gateway_id
         self.refused: UpstreamIsSelf | None = None
         """Set when the upstream turned out to be this Tollgate: it is never served."""
@@ -216,7 +226,7 @@ class UpstreamConnection:
                     self._waiters.stop.set()
                 await self._report(False, problem)
             finally:
-                self.client = None
+                self.client, self._session_group = None, None
                 self._waiters.closed.set()
                 if self._waiters.ready.is_set():
                     self._waiters.ready = anyio.Event()
@@ -232,10 +242,15 @@ class UpstreamConnection:
             self.client, self.era = client, client.protocol_version
             self.log_level = None
             async with anyio.create_task_group() as group:
-                if self.era in MODERN_PROTOCOL_VERSIONS and _announces_changes(client):
+                async with self._subscribing:  # a new session has subscribed to nothing yet
+                    self._session_group = group
+                    self._subscribed, self._stream = frozenset(), None
+                if self.era in MODERN_PROTOCOL_VERSIONS:
                     # Listening before reading the catalogue: no change falls in between.
-                    await group.start(self._listen_modern, client)
+                    await self.update_subscriptions()
                 await self.refresh()
+                if self.era not in MODERN_PROTOCOL_VERSIONS:
+                    await self.update_subscriptions()
                 logger.info("upstream %s connected (protocol %s)", self.spec.name, self.era)
                 group.start_soon(self._refresh_periodically)
                 self._waiters.ready.set()
@@ -308,17 +323,87 @@ class UpstreamConnection:
         ):
             await self._refresh_quietly()
 
-    async def _listen_modern(
-        self, client: Client, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    async def update_subscriptions(self) -> None:
+        """Subscribe this session to exactly the resources callers want of its upstream now
+        (none when it offers no subscriptions): a handshake-era upstream is sent
+        ``resources/subscribe`` and ``resources/unsubscribe`` for the difference; a
+        2026-07-28 one gets a new listen stream with the new set (and the list-changed
+        flags), opened before the old one is closed so no update falls in between."""
+        async with self._subscribing:
+            client, group = self.client, self._session_group
+            if client is None or group is None:
+                return  # the next session subscribes to what is wanted then
+            wanted = self._wanted(self.spec.name) if self._wanted is not None else frozenset()
+            if not _offers_subscriptions(client):
+                wanted = frozenset()
+            if self.era in MODERN_PROTOCOL_VERSIONS:
+                await self._listen_again(client, group, wanted)
+            else:
+                await self._subscribe_handshake(client, wanted)
+
+    async def _listen_again(
+        self, client: Client, group: anyio.abc.TaskGroup, wanted: frozenset[str]
     ) -> None:
-        async with client.listen(
-            tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
-        ) as events:
-            task_status.started()  # the upstream acknowledged the subscription
-            async for event in events:
-                if isinstance(event, ToolsListChanged | PromptsListChanged | ResourcesListChanged):
-                    await self._refresh_quietly()
-        self.mark_broken()
+        needed = bool(wanted) or _announces_changes(client)
+        if (self._stream is not None) == needed and wanted == self._subscribed:
+            return
+        old = self._stream
+        self._stream = await group.start(self._listen_modern, client, wanted) if needed else None
+        self._subscribed = wanted
+        if old is not None:
+            old.cancel()
+
+    async def _subscribe_handshake(self, client: Client, wanted: frozenset[str]) -> None:
+        for uri in sorted(wanted - self._subscribed):
+            if await self._send_subscription(client, uri, subscribe=True):
+                self._subscribed |= {uri}
+        for uri in sorted(self._subscribed - wanted):
+            await self._send_subscription(client, uri, subscribe=False)
+            self._subscribed -= {uri}
+
+    async def _send_subscription(self, client: Client, uri: str, *, subscribe: bool) -> bool:
+        """``resources/subscribe`` (or unsubscribe) at a handshake-era upstream; whether
+        it agreed."""
+        request: types.SubscribeRequest | types.UnsubscribeRequest
+        if subscribe:
+            request = types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
+        else:
+            request = types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=uri))
+        try:
+            await client.session.send_request(request, types.EmptyResult)
+        except MCPError as exc:
+            logger.info("upstream %s refused %s: %s", self.spec.name, request.method, exc)
+            return False
+        return True
+
+    async def _listen_modern(
+        self,
+        client: Client,
+        resources: frozenset[str],
+        *,
+        task_status: anyio.abc.TaskStatus[anyio.CancelScope] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """One listen stream, until it is replaced (cancelled) or the upstream ends it
+        (then the session is opened again: its events would otherwise be missed)."""
+        changes = _announces_changes(client)
+        with anyio.CancelScope() as scope:
+            async with client.listen(
+                tools_list_changed=changes,
+                prompts_list_changed=changes,
+                resources_list_changed=changes,
+                resource_subscriptions=sorted(resources),
+            ) as events:
+                task_status.started(scope)  # the upstream acknowledged the subscription
+                async for event in events:
+                    await self._on_event(event)
+            self.mark_broken()
+
+    async def _on_event(self, event: ServerEvent) -> None:
+        if isinstance(event, ResourceUpdated):
+            if self._on_resource_updated is not None:
+                await self._on_resource_updated(self.spec.name, event.uri)
+            return
+        await self._refresh_quietly()
 
     async def _refresh_quietly(self) -> None:
         try:
@@ -366,6 +451,12 @@ class UpstreamConnection:
                 with anyio.move_on_after(READY_WAIT_SECONDS):
                     await closed.wait()
         raise AssertionError("unreachable")
+
+
+def _offers_subscriptions(client: Client) -> bool:
+    """Whether the upstream says it sends updates of the resources subscribed to."""
+    resources = client.server_capabilities.resources
+    return bool(resources and resources.subscribe)
 
 
 def _announces_changes(client: Client) -> bool:

@@ -137,12 +137,14 @@ class Gateway:
             self._on_state,
             own_gateway_id=gateway_id(runtime.settings),
             on_resource_updated=self._on_resource_updated,
+            resource_subscriptions=self._wanted_resources,
         )
         self.observers = Observers()
         self._notifiers: list[Notifier] = []
         self.passthrough = Passthrough(self.upstreams, self.catalogue, self.pool, runtime.keyring)
         """Resources, prompts, completions, log levels and subscriptions."""
-        self.watch = ResourceWatch(self.passthrough.toggle_subscription)
+        self.watch = ResourceWatch(self.passthrough.resubscribe)
+        """Callers' resource subscriptions (both eras), subscribed once at each upstream."""
         self.services = CallerServices(self._services_of)
         self.root = View(self.catalogue)
         """``/mcp``: every tool, resource and prompt, under gateway names."""
@@ -505,6 +507,9 @@ class Gateway:
 
     async def _on_resource_updated(self, upstream: str, uri: str) -> None:
         await self.watch.updated(naming.resource_uri(upstream, uri))
+
+    def _wanted_resources(self, upstream: str) -> frozenset[str]:
+        return self.watch.wanted(upstream)
 
     async def _services_of(self, user_id: int) -> frozenset[str]:
         async with self.runtime.sessions() as session:

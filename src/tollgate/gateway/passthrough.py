@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp import MCPError
 from mcp_types import SERVER_INFO_META_KEY
@@ -15,7 +16,7 @@ from tollgate import __version__
 from tollgate.core.crypto import Keyring
 from tollgate.gateway import input_state, naming
 from tollgate.gateway.catalogue import Catalogue
-from tollgate.gateway.connections import UpstreamConnection
+from tollgate.gateway.connections import UpstreamConnection, describe_failure
 from tollgate.gateway.pool import ConnectionPool
 from tollgate.gateway.relay import DIRECT, CallerSide, more_verbose
 from tollgate.gateway.upstreams import Upstreams
@@ -24,6 +25,10 @@ from tollgate.identity.credentials import AccountKeyCaller
 logger = logging.getLogger(__name__)
 
 SERVER_INFO = {"name": "tollgate", "version": __version__}
+
+SUBSCRIBE_SECONDS = 30.0
+"""How long subscribing at an upstream may take (a new listen stream waits for its
+acknowledgement) before the caller's request goes on without it."""
 
 Reference = types.PromptReference | types.ResourceTemplateReference
 
@@ -73,26 +78,19 @@ class Passthrough:
         self.pool = pool
         self.keyring = keyring
 
-    async def toggle_subscription(self, gateway_uri: str, subscribe: bool) -> None:
-        """Subscribe to (or unsubscribe from) a resource at its handshake-era upstream; an
-        upstream that offers no subscriptions is left alone (its resources never update)."""
-        parts = naming.split_resource_uri(gateway_uri)
-        connection = self.pool.shared(parts[0]) if parts else None
-        client = connection.client if connection is not None else None
-        if parts is None or client is None or connection is None:
+    async def resubscribe(self, upstream: str) -> None:
+        """Bring an upstream's resource subscriptions in line with what callers want now
+        (see :meth:`UpstreamConnection.update_subscriptions`); an upstream that offers no
+        subscriptions is left alone (its resources never update)."""
+        connection = self.pool.shared(upstream)
+        if connection is None:
             return
-        resources = client.server_capabilities.resources
-        if connection.era in MODERN_PROTOCOL_VERSIONS or not (resources and resources.subscribe):
-            return
-        request: types.SubscribeRequest | types.UnsubscribeRequest
-        if subscribe:
-            request = types.SubscribeRequest(params=types.SubscribeRequestParams(uri=parts[1]))
-        else:
-            request = types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=parts[1]))
-        try:
-            await client.session.send_request(request, types.EmptyResult)
-        except MCPError as exc:
-            logger.info("upstream %s refused %s: %s", parts[0], request.method, exc)
+        with anyio.move_on_after(SUBSCRIBE_SECONDS):
+            try:
+                await connection.update_subscriptions()
+            except Exception as exc:
+                problem = describe_failure(exc, connection.last_http_error)
+                logger.warning("upstream %s kept its old subscriptions: %s", upstream, problem)
 
     async def set_log_level(self, upstreams: set[str] | None, level: types.LoggingLevel) -> None:
         """Ask handshake-era upstreams (all visible ones, or ``upstreams``) to log at least

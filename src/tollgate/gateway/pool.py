@@ -16,6 +16,7 @@ from tollgate.gateway.connections import (
     StateCallback,
     UpdatedCallback,
     UpstreamConnection,
+    WantedCallback,
 )
 from tollgate.gateway.upstreams import Upstreams
 
@@ -38,9 +39,11 @@ class ConnectionPool:
         on_state: StateCallback,
         own_gateway_id: str | None = None,
         on_resource_updated: UpdatedCallback | None = None,
+        resource_subscriptions: WantedCallback | None = None,
     ) -> None:
         self._upstreams = upstreams
         self._on_resource_updated = on_resource_updated
+        self._resource_subscriptions = resource_subscriptions
         self._on_listing = on_listing
         self._own_gateway_id = own_gateway_id
         self._on_state = on_state
@@ -87,6 +90,7 @@ class ConnectionPool:
             on_state=self._on_state,
             own_gateway_id=self._own_gateway_id,
             on_resource_updated=self._on_resource_updated,
+            resource_subscriptions=self._resource_subscriptions,
         )
         self._upstreams.record(spec.name).connection = connection
         self._start(connection)

@@ -3,7 +3,8 @@
 Requests are authenticated before they reach the MCP layer (:class:`BearerGate`); the
 handlers read the caller from a context variable the gate sets. Catalogue changes reach
 connected clients as ``notifications/*/list_changed`` on legacy sessions and as events on
-2026-07-28 ``subscriptions/listen`` streams.
+2026-07-28 ``subscriptions/listen`` streams; so do the updates of the resources a client
+subscribed to (``resources/subscribe``, or the resources named on its listen stream).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from mcp.server.connection import Connection
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import (
-    InMemorySubscriptionBus,
     ListenHandler,
     PromptsListChanged,
     ResourcesListChanged,
@@ -62,6 +62,7 @@ from tollgate.gateway.relay import (
 )
 from tollgate.gateway.servers import Memberships, server_of_path
 from tollgate.gateway.views import View
+from tollgate.gateway.watch import Delivery, PathBus, StreamUpdate
 from tollgate.identity.credentials import (
     ACCOUNT_KEY_PREFIX,
     AccountKeyCaller,
@@ -155,7 +156,7 @@ class McpEndpoint:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.bus = InMemorySubscriptionBus()
+        self.bus = PathBus(self._path)
         self.listen = ListenHandler(self.bus)
         self._legacy_connections: set[Connection] = set()
         self._page_size = gateway.runtime.settings.list_page_size
@@ -174,7 +175,7 @@ class McpEndpoint:
             on_list_prompts=_guarded(self._list_prompts),
             on_get_prompt=_guarded(self._get_prompt),
             on_completion=_guarded(self._complete),
-            on_subscriptions_listen=self.listen,
+            on_subscriptions_listen=_guarded(self._listen),
             get_tool_input_schema=lambda name: self._view().input_schema(name),
         )
         self.server.add_request_handler(
@@ -237,6 +238,11 @@ class McpEndpoint:
     def _view(self) -> View:
         return current_view.get() or self.gateway.root
 
+    def _path(self) -> str | None:
+        """The virtual server the request came in on (None: ``/mcp``)."""
+        spec = self._view().spec
+        return spec.name if spec is not None else None
+
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -279,11 +285,18 @@ class McpEndpoint:
         )
         return types.EmptyResult()
 
-    def _watched_uri(self, uri: str) -> str:
-        _caller()
+    def _served_uri(self, uri: str) -> str | None:
+        """The gateway URI of a resource this path serves as ``uri`` (None: no such one)."""
         gateway_uri = self._view().resource_uri(uri)
         parts = naming.split_resource_uri(gateway_uri) if gateway_uri else None
         if gateway_uri is None or parts is None or not self.gateway.catalogue.is_visible(parts[0]):
+            return None
+        return gateway_uri
+
+    def _watched_uri(self, uri: str) -> str:
+        _caller()
+        gateway_uri = self._served_uri(uri)
+        if gateway_uri is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {uri}")
         return gateway_uri
 
@@ -293,7 +306,7 @@ class McpEndpoint:
         """Send this session the resource's updates (its upstream is subscribed once)."""
         uri = str(params.uri)
         connection: Connection = ctx.session._connection  # the SDK has no public accessor
-        await self.gateway.watch.subscribe(connection, self._watched_uri(uri), uri)
+        await self.gateway.watch.subscribe_session(connection, self._watched_uri(uri), uri)
         return types.EmptyResult()
 
     async def _unsubscribe(
@@ -301,8 +314,23 @@ class McpEndpoint:
     ) -> types.EmptyResult:
         """Stop sending this session the resource's updates."""
         connection: Connection = ctx.session._connection
-        await self.gateway.watch.unsubscribe(connection, self._watched_uri(str(params.uri)))
+        await self.gateway.watch.unsubscribe(connection, [self._watched_uri(str(params.uri))])
         return types.EmptyResult()
+
+    async def _listen(
+        self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """Serve a 2026-07-28 listen stream. The resources it names are subscribed to at
+        their upstreams before it is acknowledged, and let go when it closes; a URI this
+        path does not serve is acknowledged like any other and never updates."""
+        _caller()
+        wanted: dict[str, Delivery] = {}
+        for uri in params.notifications.resource_subscriptions or ():
+            gateway_uri = self._served_uri(uri)
+            if gateway_uri is not None:
+                wanted[gateway_uri] = StreamUpdate(self.bus, self._path(), uri)
+        async with self.gateway.watch.listening(wanted):
+            return await self.listen(ctx, params)
 
     async def _list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
