@@ -127,21 +127,27 @@ async def test_upstream_elicitation_is_answered_by_the_calling_user(
     assert questions == ["Your name?"]
 
 
-@pytest.mark.parametrize("mode", ERAS)
-async def test_sampling_is_refused_cleanly_when_the_caller_did_not_declare_it(
-    upstream: Upstream, gateway: Gateway, mode: str
+@pytest.mark.parametrize(
+    ("mode", "tool", "capability"),
+    [(m, *asked) for m in ERAS for asked in (("sample", "sampling"), ("roots", "roots"))],
+)
+async def test_a_request_for_what_the_caller_did_not_declare_is_refused_cleanly(
+    upstream: Upstream, gateway: Gateway, mode: str, tool: str, capability: str
 ) -> None:
     admin = await quick_member(gateway, role=Role.ADMIN)
     await register_upstream(gateway, admin, name="echo", url=upstream.url)
     user = await quick_member(gateway, credits=10)
 
     async with connect(gateway, user.key, mode) as client:
+        # A round trip first: Tollgate has seen the handshake end (`initialized`, which the
+        # client does not wait for) before the call, so the call takes the forward path.
+        await client.list_tools()
         with pytest.raises(MCPError) as refused:
-            await client.call_tool("echo__sample", {"topic": "x"})
+            await client.call_tool(f"echo__{tool}", {"topic": "x"} if tool == "sample" else {})
 
     # The upstream sees the caller's own capabilities, and answers as it would directly.
     assert refused.value.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
-    assert "sampling" in refused.value.message
+    assert capability in refused.value.message
     [record] = await wait_settled(gateway.runtime, user.account_id)
     assert (record.credits_charged, record.error_code) == (0, "upstream_error")
 
@@ -236,3 +242,49 @@ async def test_resource_subscriptions_are_accepted_for_served_resources_only(
     assert capabilities is not None
     assert capabilities.subscribe
     assert unknown.value.code == types.INVALID_PARAMS
+
+
+ROOTS = [types.Root(uri="file:///work/project", name="project")]
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_upstream_roots_request_is_answered_by_the_calling_client(
+    upstream: Upstream, gateway: Gateway, mode: str
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    user = await quick_member(gateway, credits=10)
+    asked: list[str] = []
+
+    async def roots(_: Any) -> types.ListRootsResult:
+        asked.append("roots")
+        return types.ListRootsResult(roots=ROOTS)
+
+    async with connect(gateway, user.key, mode, list_roots_callback=roots) as client:
+        result = await client.call_tool("echo__roots", {})
+
+    assert (result.is_error, text_of(result)) == (False, "file:///work/project")
+    assert asked == ["roots"]
+    [record] = await wait_settled(gateway.runtime, user.account_id)
+    assert (record.tool_name, record.credits_charged) == ("echo__roots", 1)
+
+
+async def test_tollgate_refuses_an_upstream_roots_request_the_calling_client_cannot_answer(
+    upstream: Upstream, gateway: Gateway
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=upstream.url)
+    user = await quick_member(gateway, credits=10)
+
+    async def never(_: Any, params: Any) -> Any:
+        raise AssertionError("the upstream asks for roots only")
+
+    # Declaring sampling sends the call down the SDK's path: Tollgate relays what the
+    # upstream asks, and refuses what the caller cannot answer.
+    async with connect(gateway, user.key, "legacy", sampling_callback=never) as client:
+        result = await client.call_tool("echo__roots", {})
+
+    assert result.is_error
+    assert "The calling client does not support roots" in text_of(result)
+    [record] = await wait_settled(gateway.runtime, user.account_id)
+    assert (record.credits_charged, record.error_code) == (0, "upstream_error")

@@ -1,10 +1,10 @@
 """A real upstream MCP server for the gateway tests, built with the SDK.
 
 Tools: echo, add, slow, steps (reports progress), fail (a tool error), mutate (adds a tool
-and announces it), add_prompt (the same for a prompt), touch (says a resource changed to its
-subscribers, in both eras); a resource, a resource template and a prompt, with completions
-for their ``who`` argument. Who is subscribed to which resource is kept in a
-:class:`Subscribers`.
+and announces it), add_prompt (the same for a prompt), roots (lists the client's roots),
+touch (says a resource changed to its subscribers, in both eras); a resource, a resource
+template and a prompt, with completions for their ``who`` argument. Who is subscribed to
+which resource is kept in a :class:`Subscribers`.
 ``HeaderRecorder`` keeps the Authorization header of every request it serves.
 Run in a thread of the test process (``serve_in_thread``) or as a process:
 ``python tests/gateway/upstream.py stdio`` / ``... http`` (prints ``LISTENING <url>``).
@@ -30,6 +30,7 @@ from mcp.server.mcpserver import (
     Context,
     Elicit,
     ElicitationResult,
+    ListRoots,
     MCPServer,
     Resolve,
     Sample,
@@ -43,6 +44,7 @@ from mcp_types import (
     CompletionContext,
     CreateMessageResult,
     EmptyResult,
+    ListRootsResult,
     LoggingMessageNotification,
     LoggingMessageNotificationParams,
     PromptReference,
@@ -160,6 +162,10 @@ def _prompt_for(topic: str) -> Sample:
     return Sample([SamplingMessage(role="user", content=said)], max_tokens=50)
 
 
+def _client_roots() -> ListRoots:
+    return ListRoots()
+
+
 LOG_LINES = ("debug", "info", "warning", "error")
 """The levels ``chatty`` logs at, one line each."""
 
@@ -179,6 +185,11 @@ def _add_asking_tools(server: MCPServer) -> None:
         """Ask the client's model about ``topic`` (sampling), and repeat its answer."""
         content = said.content
         return f"model said: {content.text if isinstance(content, TextContent) else '?'}"
+
+    @server.tool()
+    async def roots(found: Annotated[ListRootsResult, Resolve(_client_roots)]) -> str:
+        """List the client's roots (``roots/list``)."""
+        return " ".join(str(root.uri) for root in found.roots) or "no roots"
 
     @server.tool()
     async def chatty(ctx: Context) -> str:

@@ -63,11 +63,11 @@ class CallerWire:
 
     @property
     def can_be_asked(self) -> bool:
-        """A handshake-era caller that declared sampling or elicitation: an upstream may
-        ask it questions during the call."""
-        return not self.modern and (
-            self.capabilities.get("sampling") is not None
-            or self.capabilities.get("elicitation") is not None
+        """A handshake-era caller that declared sampling, elicitation or roots: an upstream
+        may ask it questions during the call (the SDK's path relays them)."""
+        return not self.modern and any(
+            self.capabilities.get(asked) is not None
+            for asked in ("sampling", "elicitation", "roots")
         )
 
     @property

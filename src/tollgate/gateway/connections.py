@@ -27,7 +27,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from tollgate.gateway.addresses import reported_gateway_id
 from tollgate.gateway.catalogue import UpstreamListing
 from tollgate.gateway.guards import UpstreamIsSelf
-from tollgate.gateway.relay import relay_elicitation, relay_log, relay_sampling
+from tollgate.gateway.relay import relay_elicitation, relay_log, relay_roots, relay_sampling
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +182,7 @@ class UpstreamConnection:
             "logging_callback": relay_log,
             "sampling_callback": relay_sampling,
             "elicitation_callback": relay_elicitation,
+            "list_roots_callback": relay_roots,
         }
         if self.spec.transport == "inproc":
             return Client(self.spec.server, **options)

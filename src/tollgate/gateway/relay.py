@@ -1,5 +1,6 @@
 """What an upstream sends back towards the caller during a call: log messages, and its
-requests for a model's answer (sampling) or the user's input (elicitation).
+requests for a model's answer (sampling), the user's input (elicitation) or the client's
+roots (``roots/list``).
 
 Upstream sessions are shared by every caller, so the SDK's session-wide callbacks cannot
 know whom a message is for. The caller's request is put in a context variable before the
@@ -53,13 +54,18 @@ class CallerRequest:
         return self.ctx.session.client_capabilities
 
     def can_be_asked(self) -> bool:
-        """Whether a handshake-era caller declared sampling or elicitation: its calls go to
-        upstreams over a handshake-era session too, where an upstream may push requests."""
+        """Whether a handshake-era caller declared sampling, elicitation or roots: its calls
+        go to upstreams over a handshake-era session too, where an upstream may push
+        requests."""
         capabilities = self.capabilities
         return (
             not self.modern
             and capabilities is not None
-            and (capabilities.sampling is not None or capabilities.elicitation is not None)
+            and (
+                capabilities.sampling is not None
+                or capabilities.elicitation is not None
+                or capabilities.roots is not None
+            )
         )
 
     def log_level(self) -> types.LoggingLevel | None:
@@ -164,6 +170,18 @@ async def relay_elicitation(
         return _refusal(f"The calling client does not support {mode} elicitation")
     answer: types.ElicitResult | types.ErrorData
     answer = await _ask(caller, types.ElicitRequest(params=params), types.ElicitResult)
+    return answer
+
+
+async def relay_roots(_: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
+    """Ask the caller's client for its roots, which an upstream wants."""
+    caller = _askable(current_caller_request.get(), "roots")
+    if isinstance(caller, types.ErrorData):
+        return caller
+    if caller.capabilities is None or caller.capabilities.roots is None:
+        return _refusal("The calling client does not support roots")
+    answer: types.ListRootsResult | types.ErrorData
+    answer = await _ask(caller, types.ListRootsRequest(), types.ListRootsResult)
     return answer
 
 
