@@ -101,6 +101,9 @@ def _resumable_server() -> MCPServer:
     async def breaks_stream(ctx: Context) -> str:
         """Closes its answer's stream mid-call (the client resumes it), then answers."""
         await ctx.report_progress(1, 2, "before the break")
+        # The SDK writes the stream's priming event (its first id) from another task: a
+        # close before that write would leave the client nothing to resume from.
+        await anyio.sleep(0.2)
         await ctx.close_sse_stream()
         await anyio.sleep(0.3)
         return "after the break"
@@ -193,10 +196,16 @@ async def test_a_stream_the_upstream_closes_mid_call_is_resumed(
     await register_upstream(gateway, admin, name="old", url=url)
     user = await quick_member(gateway, credits=10)
 
+    reported: list[float] = []
+
+    async def note(progress: float, total: float | None, message: str | None) -> None:
+        reported.append(progress)
+
     async with connect(gateway, user.key, mode) as client:
-        answer = await client.call_tool("old__breaks_stream", {})
+        answer = await client.call_tool("old__breaks_stream", {}, progress_callback=note)
 
     assert (answer.is_error, text_of(answer)) == (False, "after the break")
+    assert reported == [1]
     [call] = await wait_settled(gateway.runtime, user.account_id)
     assert (call.success, call.credits_charged) == (True, 1)
 

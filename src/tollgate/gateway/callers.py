@@ -177,7 +177,7 @@ class CallerReader:
         connection = self.connections.get(session_id) if session_id else None
         if session_id is None or connection is None or not self._owned(session_id, scope):
             return None
-        if not connection.initialize_accepted or not connection.initialized.is_set():
+        if not connection.initialize_accepted:  # the SDK's own gate for requests
             return None
         if version is not None and version != connection.protocol_version:
             return None
