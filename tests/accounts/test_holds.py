@@ -82,8 +82,7 @@ async def _charge(runtime: Runtime, holds: CreditHolds, account_id: int, cost: i
         instance_id=holds.instance_id,
         outcome=calls.CallOutcome(request_id=request_id, success=True),
     )
-    async with transaction(runtime.sessions) as session:
-        await session.run_sync(calls.record_calls, [record])
+    await runtime.writes.run_steps(lambda dialect: calls.record_calls(dialect, [record]))
     holds.settled(account_id, cost, charged=True)
 
 

@@ -12,22 +12,54 @@ settled at the next start as a refunded backend error.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import insert, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from tollgate.accounts import credits
 from tollgate.accounts.models import CallStatus, CreditTransaction, ToolCall
+from tollgate.core import rawsql
 from tollgate.core.database import table_of, utcnow
 
-_INSERT_CALLS = insert(table_of(ToolCall)).values(settled_at=utcnow())
-_INSERT_LEDGER = insert(table_of(CreditTransaction))
-"""Built once, on the tables: the settler runs them in every group commit, and the ORM's
-bulk machinery (and building a statement) costs more than the writes."""
+_CALL_COLUMNS = (
+    "request_id",
+    "account_id",
+    "upstream",
+    "tool_name",
+    "credits_cost",
+    "credits_charged",
+    "status",
+    "instance_id",
+    "success",
+    "is_backend_error",
+    "error_code",
+    "latency_ms",
+)
+_LEDGER_COLUMNS = (
+    "account_id",
+    "transaction_type",
+    "amount",
+    "balance_before",
+    "balance_after",
+    "idempotency_key",
+    "reference_type",
+    "reference_id",
+    "description",
+)
+
+
+@functools.cache
+def _inserts(dialect: Dialect) -> tuple[rawsql.Statement, rawsql.Statement]:
+    """The settler's two inserts for ``dialect``, built once (see ``core.rawsql``)."""
+    clock = {"settled_at": rawsql.sql_text(utcnow(), dialect)}
+    calls = rawsql.insert(table_of(ToolCall), _CALL_COLUMNS, dialect, clock)
+    return calls, rawsql.insert(table_of(CreditTransaction), _LEDGER_COLUMNS, dialect)
+
 
 ABANDONED_ERROR_CODE = "abandoned"
 """Error code of calls found pending at start-up: the process died while they ran."""
@@ -80,7 +112,7 @@ def _row(record: CallRecord) -> dict[str, object]:
         "tool_name": record.tool_name,
         "credits_cost": record.cost,
         "credits_charged": record.charged,
-        "status": CallStatus.CANCELLED if outcome.cancelled else CallStatus.SETTLED,
+        "status": (CallStatus.CANCELLED if outcome.cancelled else CallStatus.SETTLED).value,
         "instance_id": record.instance_id,
         "success": outcome.success,
         "is_backend_error": outcome.is_backend_error,
@@ -89,24 +121,25 @@ def _row(record: CallRecord) -> dict[str, object]:
     }
 
 
-def record_calls(session: Session, records: Sequence[CallRecord]) -> None:
+def record_calls(dialect: Dialect, records: Sequence[CallRecord]) -> rawsql.Steps[None]:
     """Write ended calls and their charges, taken from the balance and from the credits
-    their process held for them, in the caller's transaction (a few statements per batch,
-    whatever its size). Synchronous: the settler runs it through :class:`SyncWrites`."""
-    session.execute(_INSERT_CALLS, [_row(r) for r in records])
+    their process held for them, in one transaction (a few statements per batch, whatever
+    its size). The settler runs it through :meth:`SyncWrites.run_steps`."""
+    insert_calls, insert_ledger = _inserts(dialect)
+    yield rawsql.RunMany(insert_calls, [_row(r) for r in records])
     by_account: dict[int, list[CallRecord]] = defaultdict(list)
     for record in records:
         by_account[record.account_id].append(record)
-    charges = []
+    held = credits.held_charge_sql(dialect)
+    charges: list[dict[str, object]] = []
     for account_id, ended in by_account.items():
-        charges += credits.charge_held(
-            session,
+        charges += yield from credits.charge_held(
+            held,
             account_id,
             ended[0].instance_id,
             [credits.HeldCharge(r.request_id, r.tool_name, r.charged) for r in ended],
         )
-    if charges:
-        session.execute(_INSERT_LEDGER, charges)
+    yield rawsql.RunMany(insert_ledger, charges)
 
 
 async def reserve_call(

@@ -7,15 +7,13 @@ A balance can never go below zero: updates are conditional, and the table checks
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import (
     ColumnElement,
     Insert,
-    Integer,
-    Update,
-    bindparam,
     case,
     func,
     or_,
@@ -24,11 +22,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
-from tollgate.accounts.models import CreditHold, CreditTransaction, McpAccount, TransactionType
-from tollgate.core.database import table_of, utc_month, utcnow
+from tollgate.accounts.models import CreditTransaction, McpAccount, TransactionType
+from tollgate.core import rawsql
+from tollgate.core.database import utc_month, utcnow
 from tollgate.core.errors import Conflict, Forbidden, InsufficientCredits, NotFound
 
 
@@ -210,48 +209,53 @@ class HeldCharge:
     amount: int
 
 
+_CHARGE_ACCOUNT = (
+    "UPDATE mcp_accounts SET credits_balance = credits_balance - :total, "
+    "credits_held = credits_held - :total, total_tool_calls = total_tool_calls + :count, "
+    "total_credits_used = total_credits_used + :total WHERE id = :account "
+    "RETURNING credits_balance"
+)
+_TAKE_FROM_HOLD = (
+    "UPDATE credit_holds SET amount = amount - :total, updated_at = {clock} "
+    "WHERE instance_id = :instance AND account_id = :account"
+)
+
+
+@dataclass(frozen=True)
+class HeldChargeSql:
+    """The two updates of :func:`charge_held` in one dialect (see ``core.rawsql``)."""
+
+    charge_account: rawsql.Statement
+    take_from_hold: rawsql.Statement
+
+
+@functools.cache
+def held_charge_sql(dialect: Dialect) -> HeldChargeSql:
+    """:class:`HeldChargeSql` for ``dialect``, built once."""
+    clock = rawsql.sql_text(utcnow(), dialect)
+    return HeldChargeSql(
+        rawsql.statement(_CHARGE_ACCOUNT, dialect),
+        rawsql.statement(_TAKE_FROM_HOLD.format(clock=clock), dialect),
+    )
+
+
 def charge_held(
-    session: Session, account_id: int, instance_id: str, ended: Sequence[HeldCharge]
-) -> list[dict[str, object]]:
+    sql: HeldChargeSql, account_id: int, instance_id: str, ended: Sequence[HeldCharge]
+) -> rawsql.Steps[list[dict[str, object]]]:
     """Take ended calls' charges out of the account's balance and the process's hold, and
-    count the calls; returns their ledger rows (for one multi-row insert by the caller).
+    count the calls, in the caller's transaction; returns their ledger rows (for one
+    multi-row insert by the caller).
 
     The account row stays locked until the transaction ends, so the rows' balances follow
     one another exactly.
     """
     total = sum(charge.amount for charge in ended)
     amounts = {"account": account_id, "total": total, "count": len(ended)}
-    balance = session.execute(_CHARGE_ACCOUNT, amounts).scalar_one()
+    row = yield rawsql.Run(sql.charge_account, amounts, returns=True)
+    assert row is not None, "the account of a held charge exists"
     if total:
-        session.execute(_TAKE_FROM_HOLD, {**amounts, "instance": instance_id})
-    return _ledger_rows(account_id, balance + total, ended)
-
-
-def _charge_statements() -> tuple[Update, Update]:
-    """The two updates of :func:`charge_held`, built once: they run in every group commit
-    of the settler, and building a statement costs more than running it."""
-    accounts, holds = table_of(McpAccount).c, table_of(CreditHold).c
-    total = bindparam("total", type_=Integer)
-    charge = (
-        update(table_of(McpAccount))
-        .where(accounts.id == bindparam("account"))
-        .values(
-            credits_balance=accounts.credits_balance - total,
-            credits_held=accounts.credits_held - total,
-            total_tool_calls=accounts.total_tool_calls + bindparam("count", type_=Integer),
-            total_credits_used=accounts.total_credits_used + total,
-        )
-        .returning(accounts.credits_balance)
-    )
-    take = (
-        update(table_of(CreditHold))
-        .where(holds.instance_id == bindparam("instance"), holds.account_id == bindparam("account"))
-        .values(amount=holds.amount - total)
-    )
-    return charge, take
-
-
-_CHARGE_ACCOUNT, _TAKE_FROM_HOLD = _charge_statements()
+        yield rawsql.Run(sql.take_from_hold, {**amounts, "instance": instance_id})
+    return _ledger_rows(account_id, int(row[0]) + total, ended)
 
 
 def _ledger_rows(

@@ -67,7 +67,7 @@ class Settler:
     async def _commit(self, records: list[CallRecord]) -> bool:
         for delay in (*RETRY_DELAYS_SECONDS, None):
             try:
-                await self._writes.run(lambda session: record_calls(session, records))
+                await self._writes.run_steps(lambda dialect: record_calls(dialect, records))
                 return True
             except Exception:
                 if delay is None:

@@ -5,14 +5,16 @@ off the request path, and published on the live feed."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from tollgate.analytics.models import (
@@ -22,9 +24,10 @@ from tollgate.analytics.models import (
     PerformanceMetric,
     UsageEvent,
 )
+from tollgate.core import rawsql
 from tollgate.core.batching import BatchWriter
 from tollgate.core.cache import Cache
-from tollgate.core.database import SyncWrites
+from tollgate.core.database import SyncWrites, table_of
 from tollgate.core.metrics import CREDITS_CHARGED, TOOL_CALL_ERRORS, TOOL_CALL_SECONDS, TOOL_CALLS
 
 logger = logging.getLogger(__name__)
@@ -198,21 +201,95 @@ class Recorder:
 
     async def _write(self, batch: list[tuple[CallEvent, datetime]]) -> None:
         events = [_usage_row(event, at) for event, at in batch]
-        await self._writes.run(lambda session: _write_rows(session, batch, events))
+        await self._writes.run_steps(lambda dialect: _write_rows(dialect, batch, events))
         await self._cache.publish_many(LIVE_CHANNEL, [_live_event(row) for row in events])
 
 
 def _write_rows(
-    session: Session, batch: list[tuple[CallEvent, datetime]], events: list[dict[str, Any]]
-) -> None:
-    """A batch's usage events, latency metrics, errors and session counters (synchronous:
-    run through :class:`SyncWrites`)."""
-    session.execute(insert(UsageEvent), events)
-    session.execute(insert(PerformanceMetric), [_metric_row(e, at) for e, at in batch])
+    dialect: Dialect, batch: list[tuple[CallEvent, datetime]], events: list[dict[str, Any]]
+) -> rawsql.Steps[None]:
+    """A batch's usage events, latency metrics, errors and session counters, in one
+    transaction (run through :meth:`SyncWrites.run_steps`)."""
+    sql = _batch_sql(dialect)
+    yield rawsql.RunMany(sql.usage, [_renamed(row, "event_metadata") for row in events])
+    yield rawsql.RunMany(sql.metrics, [_metric_row(e, at) for e, at in batch])
     errors = [_error_row(e, at) for e, at in batch if e.is_backend_error]
-    if errors:
-        session.execute(insert(ErrorLog), errors)
-    _count_sessions(session, batch)
+    yield rawsql.RunMany(sql.errors, [_renamed(row, "error_metadata") for row in errors])
+    yield rawsql.RunMany(sql.sessions, _session_totals(batch))
+
+
+def _renamed(row: dict[str, Any], metadata_key: str) -> dict[str, Any]:
+    """A row keyed by column names (the metadata attribute's column is ``metadata``)."""
+    renamed = dict(row)
+    renamed["metadata"] = renamed.pop(metadata_key)
+    return renamed
+
+
+@dataclass(frozen=True)
+class _BatchSql:
+    usage: rawsql.Statement
+    metrics: rawsql.Statement
+    errors: rawsql.Statement
+    sessions: rawsql.Statement
+
+
+_COUNT_SESSION = (
+    "INSERT INTO sessions (session_id, account_id, started_at, last_activity_at, "
+    "total_requests, total_errors, total_processing_ms, metadata) VALUES (:session_id, "
+    ":account_id, :started_at, :last_activity_at, :total_requests, :total_errors, "
+    ":total_processing_ms, :metadata) ON CONFLICT (session_id) DO UPDATE SET "
+    "total_requests = sessions.total_requests + excluded.total_requests, "
+    "total_errors = sessions.total_errors + excluded.total_errors, "
+    "total_processing_ms = sessions.total_processing_ms + excluded.total_processing_ms, "
+    "last_activity_at = excluded.last_activity_at"
+)
+"""A session's counters: created by its first batch, added to by the next ones."""
+
+
+@functools.cache
+def _batch_sql(dialect: Dialect) -> _BatchSql:
+    """The recorder's statements for ``dialect``, built once (see ``core.rawsql``)."""
+    usage, metrics, errors, sessions = (
+        table_of(model) for model in (UsageEvent, PerformanceMetric, ErrorLog, AnalyticsSession)
+    )
+    session_columns = (
+        "started_at",
+        "last_activity_at",
+        "metadata",
+    )
+    return _BatchSql(
+        rawsql.insert(usage, _USAGE_COLUMNS, dialect),
+        rawsql.insert(metrics, _METRIC_COLUMNS, dialect),
+        rawsql.insert(errors, _ERROR_COLUMNS, dialect),
+        rawsql.statement(
+            _COUNT_SESSION, dialect, rawsql.converters(sessions, session_columns, dialect)
+        ),
+    )
+
+
+_USAGE_COLUMNS = (
+    "timestamp",
+    "session_id",
+    "event_type",
+    "tool_name",
+    "service",
+    "response_time_ms",
+    "success",
+    "error_message",
+    "credits",
+    "metadata",
+)
+_METRIC_COLUMNS = ("timestamp", "metric_name", "metric_value", "metric_unit", "tags")
+_ERROR_COLUMNS = (
+    "timestamp",
+    "error_type",
+    "error_message",
+    "session_id",
+    "tool_name",
+    "service",
+    "resolved",
+    "metadata",
+)
 
 
 def _live_event(row: dict[str, Any]) -> str:
@@ -264,51 +341,25 @@ def _error_row(event: CallEvent, at: datetime) -> dict[str, Any]:
     }
 
 
-def _count_sessions(session: Session, batch: list[tuple[CallEvent, datetime]]) -> None:
-    totals: dict[str, list[Any]] = defaultdict(lambda: [0, 0, 0.0, None, None, None])
+def _session_totals(batch: list[tuple[CallEvent, datetime]]) -> list[dict[str, Any]]:
+    """Each session's counters in a batch: requests, errors, time, first and last call."""
+    totals: dict[str, dict[str, Any]] = {}
     for event, at in batch:
         if not event.session_id:
             continue
-        entry = totals[event.session_id]
-        entry[0] += 1
-        entry[1] += 0 if event.success else 1
-        entry[2] += event.latency_ms
-        entry[3] = at
-        entry[4] = event.account_id or None
-        entry[5] = entry[5] or at
-    if not totals:
-        return
-    known = set(
-        (
-            session.execute(
-                select(AnalyticsSession.session_id).where(
-                    AnalyticsSession.session_id.in_(list(totals))
-                )
-            )
-        ).scalars()
-    )
-    for session_id, (requests, errors, processing, last, account, first) in totals.items():
-        if session_id in known:
-            session.execute(
-                update(AnalyticsSession)
-                .where(AnalyticsSession.session_id == session_id)
-                .values(
-                    total_requests=AnalyticsSession.total_requests + requests,
-                    total_errors=AnalyticsSession.total_errors + errors,
-                    total_processing_ms=AnalyticsSession.total_processing_ms + processing,
-                    last_activity_at=last,
-                )
-            )
-        else:
-            session.add(
-                AnalyticsSession(
-                    session_id=session_id,
-                    account_id=account,
-                    started_at=first,
-                    last_activity_at=last,
-                    total_requests=requests,
-                    total_errors=errors,
-                    total_processing_ms=processing,
-                    session_metadata={},
-                )
-            )
+        entry = totals.get(event.session_id)
+        if entry is None:
+            entry = totals[event.session_id] = {
+                "session_id": event.session_id,
+                "account_id": event.account_id or None,
+                "started_at": at,
+                "total_requests": 0,
+                "total_errors": 0,
+                "total_processing_ms": 0.0,
+                "metadata": {},
+            }
+        entry["total_requests"] += 1
+        entry["total_errors"] += 0 if event.success else 1
+        entry["total_processing_ms"] += event.latency_ms
+        entry["last_activity_at"] = at
+    return list(totals.values())

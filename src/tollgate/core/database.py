@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
+import asyncpg
 from sqlalchemy import DateTime, Engine, MetaData, Table, event, select
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Dialect
@@ -22,6 +23,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
+
+from tollgate.core import rawsql
 
 T = TypeVar("T")
 
@@ -205,6 +208,7 @@ class SyncWrites:
         self._engine = engine
         self._thread_engine: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._pool: Any = None
         if engine.dialect.name == "sqlite":
             self._thread_engine = create_sync_engine(
                 engine.url.set(drivername="sqlite"),
@@ -231,6 +235,38 @@ class SyncWrites:
                 return await session.run_sync(work)
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_thread, work)
 
+    async def run_steps(self, work: Callable[[Dialect], rawsql.Steps[T]]) -> T:
+        """Run the statements ``work`` yields (see ``core.rawsql``) on the driver itself,
+        in a transaction of their own, committed when it returns: for the few statements
+        the background writers run on every batch."""
+        if self._thread is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._thread, self._steps_in_thread, work)
+        pool = await self._driver_pool()
+        async with pool.acquire() as connection, connection.transaction():
+            return await rawsql.drive_asyncpg(work(self._engine.dialect), connection)
+
+    def _steps_in_thread(self, work: Callable[[Dialect], rawsql.Steps[T]]) -> T:
+        assert self._thread_engine is not None
+        with self._thread_engine.begin() as connection:
+            cursor = connection.connection.cursor()
+            try:
+                return rawsql.drive_cursor(work(connection.dialect), cursor)
+            finally:
+                cursor.close()
+
+    async def _driver_pool(self) -> Any:
+        """The asyncpg pool of :meth:`run_steps` (PostgreSQL), opened on first use."""
+        if self._pool is None:
+            url = self._engine.url.set(drivername="postgresql")
+            self._pool = await asyncpg.create_pool(
+                url.render_as_string(hide_password=False),
+                min_size=1,
+                max_size=WRITES_POOL_SIZE,
+                server_settings={"synchronous_commit": "off"},
+            )
+        return self._pool
+
     def _in_thread(self, work: Callable[[Session], T]) -> T:
         assert self._thread_engine is not None
         with Session(self._thread_engine, expire_on_commit=False) as session, session.begin():
@@ -244,6 +280,9 @@ class SyncWrites:
             self._thread_engine.dispose()
         else:
             await self._engine.dispose()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
 
 def table_of(model: type[Base]) -> Table:
