@@ -10,7 +10,7 @@ the gateway process's CPU time per call (from /proc).
 
 Usage: python bench/gateway_bench.py [--calls 400] [--mode 2026-07-28|legacy|both]
        [--database-url postgresql://...] [--redis-url redis://...] [--all-backends]
-       [--no-listing] [--concurrency 1,10]
+       [--no-listing] [--concurrency 1,10] [--repeat 3]
 ``--all-backends`` runs on SQLite, then on PostgreSQL + Redis (the CI's services by default).
 Target (not a test): at most +2 ms at p50 at concurrency 1; at least half the direct
 throughput at concurrency 10.
@@ -199,6 +199,11 @@ async def fund(settings: Settings, account_id: int) -> None:
         await runtime.close()
 
 
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over repeated runs."""
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+
+
 def line(label: str, figures: dict[str, float]) -> str:
     """One measured run as a line of the report."""
     p50, p99, rate = figures["p50"], figures["p99"], figures["rate"]
@@ -297,10 +302,17 @@ async def bench(
         for mode in modes:
             print(f"{backend}: tools/call echo, client mode {mode}, {args.calls} calls per run")
             for workers in args.concurrency:
-                direct = await measure(upstream_url, mode, None, "echo", args.calls, workers)
-                through = await measure(
-                    f"{base}/mcp", mode, key, "echo__echo", args.calls, workers, pid
-                )
+                direct_runs, through_runs = [], []
+                for _ in range(args.repeat):  # alternated: the machine's speed drifts
+                    direct_runs.append(
+                        await measure(upstream_url, mode, None, "echo", args.calls, workers)
+                    )
+                    through_runs.append(
+                        await measure(
+                            f"{base}/mcp", mode, key, "echo__echo", args.calls, workers, pid
+                        )
+                    )
+                direct, through = medians(direct_runs), medians(through_runs)
                 rows.append((backend, mode, workers, direct, through))
                 print(f" concurrency {workers}")
                 print(line("direct", direct))
@@ -359,4 +371,10 @@ if __name__ == "__main__":
         "--concurrency", type=lambda text: [int(n) for n in text.split(",")], default=[1, 10]
     )
     parser.add_argument("--no-listing", dest="listing", action="store_false")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each measurement, direct and gateway alternated; medians are printed",
+    )
     asyncio.run(run_all(parser.parse_args()))

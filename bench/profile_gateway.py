@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--save", type=Path, help="also keep the profile at this path")
     args = parser.parse_args()
-    args.all_backends, args.listing, args.concurrency = False, False, [1]
+    args.all_backends, args.listing, args.concurrency, args.repeat = False, False, [1], 1
     with tempfile.TemporaryDirectory() as folder:
         profile = Path(folder) / "tollgate.prof"
         profiled = str(Path(__file__).with_name("profiled.py"))

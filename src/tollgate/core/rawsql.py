@@ -93,7 +93,7 @@ def converters(table: Table, columns: Sequence[str], dialect: Dialect) -> dict[s
     """The bind processors of ``columns`` that do something for this dialect."""
     found: dict[str, Processor] = {}
     for name in columns:
-        processor = table.c[name].type.bind_processor(dialect)
+        processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             found[name] = processor
     return found
