@@ -122,41 +122,49 @@ Steps = Generator[Step, tuple[Any, ...] | None, T]
 the row a ``Run(returns=True)`` produced; its return value is the work's."""
 
 
+class _Finished:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _advance(steps: Steps[T], sent: tuple[Any, ...] | None) -> Step | _Finished:
+    """The next statement of a unit of work, or its result once it has returned."""
+    try:
+        return steps.send(sent)
+    except StopIteration as finished:
+        return _Finished(finished.value)
+
+
 def drive_cursor(steps: Steps[T], cursor: Any) -> T:
     """Run ``steps`` on a DBAPI cursor (synchronous drivers: sqlite3)."""
-    sent: tuple[Any, ...] | None = None
-    while True:
-        try:
-            step = steps.send(sent)
-        except StopIteration as finished:
-            return cast(T, finished.value)
-        sent = None
+    step = _advance(steps, None)
+    while not isinstance(step, _Finished):
+        row: tuple[Any, ...] | None = None
         if isinstance(step, RunMany):
             if step.rows:
                 cursor.executemany(step.statement.sql, step.statement.rows(step.rows))
-            continue
-        cursor.execute(step.statement.sql, step.statement.values(step.params))
-        if step.returns:
-            row = cursor.fetchone()
-            sent = tuple(row) if row is not None else None
+        else:
+            cursor.execute(step.statement.sql, step.statement.values(step.params))
+            found = cursor.fetchone() if step.returns else None
+            row = tuple(found) if found is not None else None
+        step = _advance(steps, row)
+    return cast(T, step.value)
 
 
 async def drive_asyncpg(steps: Steps[T], connection: Any) -> T:
     """Run ``steps`` on an asyncpg connection (its ``$n`` parameter style)."""
-    sent: tuple[Any, ...] | None = None
-    while True:
-        try:
-            step = steps.send(sent)
-        except StopIteration as finished:
-            return cast(T, finished.value)
-        sent = None
+    step = _advance(steps, None)
+    while not isinstance(step, _Finished):
+        row: tuple[Any, ...] | None = None
         if isinstance(step, RunMany):
             if step.rows:
                 await connection.executemany(step.statement.sql, step.statement.rows(step.rows))
-            continue
-        values = step.statement.values(step.params)
-        if step.returns:
-            row = await connection.fetchrow(step.statement.sql, *values)
-            sent = tuple(row) if row is not None else None
+        elif step.returns:
+            found = await connection.fetchrow(
+                step.statement.sql, *step.statement.values(step.params)
+            )
+            row = tuple(found) if found is not None else None
         else:
-            await connection.execute(step.statement.sql, *values)
+            await connection.execute(step.statement.sql, *step.statement.values(step.params))
+        step = _advance(steps, row)
+    return cast(T, step.value)

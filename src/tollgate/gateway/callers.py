@@ -9,7 +9,6 @@ protocol says. So the forward path never has to produce a protocol error of its 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,26 +81,20 @@ def header_map(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
-def tool_call(body: bytes) -> Message | None:
-    """The decoded body when it is one well-formed ``tools/call`` request, else None."""
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-        return None
+def is_tool_call(message: Message) -> bool:
+    """Whether a decoded body is one well-formed ``tools/call`` request."""
+    if message.get("jsonrpc") != "2.0":
+        return False
     request_id = message.get("id")
     params = message.get("params")
-    if (
+    return not (
         message.get("method") != "tools/call"
         or isinstance(request_id, bool)
         or not isinstance(request_id, str | int)
         or not isinstance(params, dict)
         or not isinstance(params.get("name"), str)
         or not isinstance(params.get("arguments", {}), dict)
-    ):
-        return None
-    return message
+    )
 
 
 def _accepts_both(headers: dict[str, str]) -> bool:

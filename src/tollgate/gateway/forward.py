@@ -18,7 +18,6 @@ upstream may ask questions mid-call, anything unusual) takes the SDK's path
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -47,7 +46,7 @@ from tollgate.gateway.callers import (
     CallerReader,
     CallerWire,
     header_map,
-    tool_call,
+    is_tool_call,
 )
 from tollgate.gateway.catalogue import ToolEntry
 from tollgate.gateway.connections import UpstreamConnection
@@ -182,9 +181,11 @@ class ForwardPath:
         if self._http is None:
             return False
         headers = header_map(scope)
-        message = tool_call(body)
+        message = wire.json_object(body)
         if message is None:
-            return await self._cancellation(body, headers, send)
+            return False
+        if not is_tool_call(message):
+            return await self._cancellation(message, headers, send)
         who = await self.callers.read(scope, headers, message)
         if who is None or who.can_be_asked:
             return False
@@ -439,13 +440,13 @@ class ForwardPath:
             self._links[connection] = link
         return link
 
-    async def _cancellation(self, body: bytes, headers: dict[str, str], send: Send) -> bool:
+    async def _cancellation(self, message: Message, headers: dict[str, str], send: Send) -> bool:
         """A handshake-era caller's ``notifications/cancelled`` for a forwarded call: stop it
         (202); any other message is the SDK's."""
         session_id = headers.get(SESSION_HEADER)
         if session_id is None or not self._running:
             return False
-        request_id = _cancelled_request(body)
+        request_id = _cancelled_request(message)
         running = self._running.get((session_id, request_id)) if request_id is not None else None
         if running is None:
             return False
@@ -537,13 +538,9 @@ def _input_refusal(result: Message, capabilities: Message) -> str:
     return "The calling client cannot be asked for input during this call"
 
 
-def _cancelled_request(body: bytes) -> Any:
-    """The request id a ``notifications/cancelled`` body names, else None."""
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(message, dict) or message.get("method") != "notifications/cancelled":
+def _cancelled_request(message: Message) -> Any:
+    """The request id a ``notifications/cancelled`` message names, else None."""
+    if message.get("method") != "notifications/cancelled":
         return None
     params = message.get("params")
     return params.get("requestId") if isinstance(params, dict) else None

@@ -54,6 +54,15 @@ def sse_frame(message: Message, event_id: str | None = None) -> bytes:
     return f"{head}event: message\r\ndata: ".encode() + dumps(message) + b"\r\n\r\n"
 
 
+def json_object(body: bytes) -> Message | None:
+    """A body decoded as one JSON object; None for anything else (or no JSON at all)."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
 def jsonrpc_error(request_id: Any, code: int, message: str, data: Any = None) -> Message:
     """A JSON-RPC error response."""
     error: Message = {"code": code, "message": message}
