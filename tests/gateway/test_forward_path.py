@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tests.gateway.conftest import (
     ERAS,
     Gateway,
+    StoppableUpstream,
     Upstream,
     connect,
     http_to,
@@ -29,6 +30,7 @@ from tests.gateway.conftest import (
     wait_settled,
 )
 from tests.gateway.upstream import ALLOW_LOCAL, make_server, serve_in_thread
+from tests.waiting import eventually
 from tollgate.core.settings import Settings
 from tollgate.gateway import forward
 from tollgate.gateway.event_store import store_per_session
@@ -279,3 +281,28 @@ async def test_a_long_silent_call_is_kept_alive_with_pings(
     result = json.loads(data.removeprefix("data: "))
     assert result["id"] == 7
     assert result["result"]["content"][0]["text"] == "slept 1.0"
+
+
+async def test_a_call_that_finds_its_upstream_gone_shows_it_down_at_once(
+    lingering_upstream: StoppableUpstream, gateway: Gateway
+) -> None:
+    admin = await quick_member(gateway, role=Role.ADMIN)
+    await register_upstream(gateway, admin, name="echo", url=lingering_upstream.url, price=2)
+    user = await quick_member(gateway, credits=10)
+
+    async with connect(gateway, user.key, "2026-07-28") as client:
+        assert text_of(await client.call_tool("echo__echo", {"text": "up"})) == "up"
+        await lingering_upstream.begin_shutdown()  # no new connection gets through
+        failed = await client.call_tool("echo__echo", {"text": "anyone?"})
+
+    async def shown_down() -> bool:
+        async with http_to(gateway) as http:
+            described = await http.get("/api/v1/upstreams/echo", headers=admin.jwt_headers)
+        return bool(described.json()["state"] == "down")
+
+    # Not left to the next periodic check (a minute): the failed call had its session renewed.
+    await eventually(shown_down, "the upstream shows down", timeout=10)
+    assert failed.is_error
+    assert "cannot reach the upstream" in text_of(failed)
+    calls = await wait_settled(gateway.runtime, user.account_id)
+    assert [c.credits_charged for c in calls] == [2, 0]

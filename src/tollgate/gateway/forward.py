@@ -74,6 +74,9 @@ MODERN_ENVELOPE = (
 )
 """The 2026-07-28 request envelope in ``_meta``: not for a handshake-era upstream."""
 
+CLOSE_SECONDS = 5.0
+"""At shutdown, the links' handshake-era sessions are ended within this long (best effort)."""
+
 KEEPALIVE_SECONDS = 15.0
 """A call's answer gets a ping after this long without anything to send (the SDK's own
 interval)."""
@@ -159,10 +162,9 @@ class ForwardPath:
 
     async def close(self) -> None:
         """End the links' sessions and close the pool."""
-        for link in list(self._links.values()):
-            with anyio.move_on_after(2):
-                await link.close()
-        self._links.clear()
+        links, self._links = list(self._links.values()), weakref.WeakKeyDictionary()
+        with anyio.move_on_after(CLOSE_SECONDS):
+            await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -299,6 +301,8 @@ class ForwardPath:
             )
         except LinkFailure as failure:
             logger.info("call to %s failed: %s", call.name, failure)
+            if failure.unreachable:
+                connection.mark_broken()  # its session reconnects, or shows the upstream down
             return _failure(exchange, f"Upstream {upstream} failed: {failure}")
         return self._reply_for(exchange, response)
 

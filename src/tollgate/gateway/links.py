@@ -60,6 +60,15 @@ class LinkFailure(Exception):
     JSON-RPC body, a stream that ended without the response. The message is ours, never
     the upstream's text (it may be any address's answer)."""
 
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+        """No connection could be made or kept: the upstream may be gone."""
+
+
+def _unreachable(exc: BaseException) -> LinkFailure:
+    return LinkFailure(f"cannot reach the upstream ({type(exc).__name__})", unreachable=True)
+
 
 class _SessionGone(Exception):
     """The upstream forgot the link's handshake-era session (404): open a new one."""
@@ -139,7 +148,7 @@ class UpstreamLink:
         try:
             response = await self.http.post(self.url, data=body, headers=sent)
         except (aiohttp.ClientError, OSError) as exc:
-            raise LinkFailure(f"cannot reach the upstream ({type(exc).__name__})") from exc
+            raise _unreachable(exc) from exc
         if response.status == 404 and session_id is not None:
             response.release()
             self._forget(session_id)
@@ -209,7 +218,7 @@ class UpstreamLink:
         try:
             response = await self.http.get(self.url, headers=headers)
         except (aiohttp.ClientError, OSError) as exc:
-            raise LinkFailure(f"cannot reach the upstream ({type(exc).__name__})") from exc
+            raise _unreachable(exc) from exc
         if response.status != 200 or response.content_type != wire.SSE_CONTENT_TYPE:
             response.release()
             raise LinkFailure(_http_problem(response.status))
@@ -285,7 +294,7 @@ class UpstreamLink:
         try:
             response = await self.http.post(self.url, data=wire.dumps(body), headers=self._headers)
         except (aiohttp.ClientError, OSError) as exc:
-            raise LinkFailure(f"cannot reach the upstream ({type(exc).__name__})") from exc
+            raise _unreachable(exc) from exc
         try:
             session_id = response.headers.get(SESSION_HEADER)
             answer = [m async for m in self._answer(response, request_id, None)]
@@ -299,7 +308,7 @@ class UpstreamLink:
             done = await self.http.post(self.url, data=wire.dumps(initialized), headers=headers)
             done.release()
         except (aiohttp.ClientError, OSError) as exc:
-            raise LinkFailure(f"cannot reach the upstream ({type(exc).__name__})") from exc
+            raise _unreachable(exc) from exc
         return session_id
 
     async def close(self) -> None:
