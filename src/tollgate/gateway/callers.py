@@ -18,10 +18,12 @@ from typing import Any
 import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware
 from mcp.shared.inbound import (
     MCP_PARAM_HEADER_PREFIX,
+    MCP_PROTOCOL_VERSION_HEADER,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
@@ -34,9 +36,6 @@ from starlette.types import Scope
 from tollgate.gateway.relay import LOG_LEVEL_STATE_KEY, LOG_LEVELS
 from tollgate.gateway.wire import Message
 
-SESSION_HEADER = "mcp-session-id"
-VERSION_HEADER = "mcp-protocol-version"
-METHOD_HEADER = "mcp-method"
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
 
 CAPABILITIES_STATE_KEY = "tollgate/capabilities"
@@ -136,14 +135,14 @@ class CallerReader:
             return None
         if await self.security.validate_request(Request(scope), is_post=True) is not None:
             return None
-        version = headers.get(VERSION_HEADER)
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
             return self._modern(scope, headers, message)
         return self._legacy(scope, headers, message, version)
 
     def _modern(self, scope: Scope, headers: dict[str, str], message: Message) -> CallerWire | None:
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        if SESSION_HEADER in headers or find_duplicated_routing_header(raw) is not None:
+        if MCP_SESSION_ID_HEADER in headers or find_duplicated_routing_header(raw) is not None:
             return None
         verdict = classify_inbound_request(message, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
@@ -166,7 +165,7 @@ class CallerReader:
     def _legacy(
         self, scope: Scope, headers: dict[str, str], message: Message, version: str | None
     ) -> CallerWire | None:
-        session_id = headers.get(SESSION_HEADER)
+        session_id = headers.get(MCP_SESSION_ID_HEADER)
         connection = self.connections.get(session_id) if session_id else None
         if session_id is None or connection is None or not self._owned(session_id, scope):
             return None

@@ -22,14 +22,20 @@ import logging
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 import anyio
 import mcp_types as types
 from mcp import MCPError
-from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, encode_header_value
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    encode_header_value,
+)
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     CLIENT_INFO_META_KEY,
@@ -41,8 +47,6 @@ from starlette.types import Receive, Scope, Send
 
 from tollgate.gateway import wire
 from tollgate.gateway.callers import (
-    METHOD_HEADER,
-    SESSION_HEADER,
     CallerReader,
     CallerWire,
     header_map,
@@ -236,7 +240,7 @@ class ForwardPath:
             )
             await self._reply_result(exchange, refusal)
             return
-        call = exchange.call = _with_request_id(call, uuid.uuid4().hex)
+        call = exchange.call = replace(call, request_id=uuid.uuid4().hex)
         unpaid = await gateway.reserve(call.caller, call.entry, call.name, call.request_id)
         if unpaid is not None:
             await self._reply_result(exchange, unpaid)
@@ -340,7 +344,8 @@ class ForwardPath:
             params.pop("requestState", None)
             if call.upstream_state is not None:
                 params["requestState"] = call.upstream_state
-            headers = {METHOD_HEADER: "tools/call", "mcp-name": encode_header_value(params["name"])}
+            name = encode_header_value(params["name"])
+            headers = {MCP_METHOD_HEADER: "tools/call", MCP_NAME_HEADER: name}
         else:
             for key in MODERN_ENVELOPE:
                 meta.pop(key, None)
@@ -447,7 +452,7 @@ class ForwardPath:
     async def _cancellation(self, message: Message, headers: dict[str, str], send: Send) -> bool:
         """A handshake-era caller's ``notifications/cancelled`` for a forwarded call: stop it
         (202); any other message is the SDK's."""
-        session_id = headers.get(SESSION_HEADER)
+        session_id = headers.get(MCP_SESSION_ID_HEADER)
         if session_id is None or not self._running:
             return False
         request_id = _cancelled_request(message)
@@ -458,19 +463,6 @@ class ForwardPath:
         await send({"type": "http.response.start", "status": 202, "headers": []})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
-
-
-def _with_request_id(call: ToolCall, request_id: str) -> ToolCall:
-    return ToolCall(
-        call.caller,
-        call.entry,
-        call.name,
-        call.arguments,
-        request_id,
-        call.started,
-        call.side,
-        call.upstream_state,
-    )
 
 
 def _text(value: Any) -> str | None:

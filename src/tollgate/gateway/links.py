@@ -23,6 +23,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from tollgate import __version__
@@ -47,8 +49,6 @@ CLIENT_INFO = {"name": "tollgate", "version": __version__}
 
 ACCEPT_BOTH = "application/json, text/event-stream"
 
-SESSION_HEADER = "mcp-session-id"
-VERSION_HEADER = "mcp-protocol-version"
 
 UpstreamRequestHandler = Callable[[Message], Awaitable[Message]]
 """Answers a request the upstream sends the client mid-call (sampling, elicitation, roots):
@@ -108,7 +108,7 @@ class UpstreamLink:
             **headers,
             "content-type": wire.JSON_CONTENT_TYPE,
             "accept": ACCEPT_BOTH,
-            VERSION_HEADER: era,
+            MCP_PROTOCOL_VERSION_HEADER: era,
         }
         self._ids = itertools.count(1)
         self._session_id: str | None = None
@@ -144,7 +144,7 @@ class UpstreamLink:
         session_id = None if self.modern else await self._session()
         sent = {**self._headers, **(headers or {})}
         if session_id is not None:
-            sent[SESSION_HEADER] = session_id
+            sent[MCP_SESSION_ID_HEADER] = session_id
         try:
             response = await self.http.post(self.url, data=body, headers=sent)
         except (aiohttp.ClientError, OSError) as exc:
@@ -211,7 +211,7 @@ class UpstreamLink:
         headers = {
             **self._headers,
             "accept": wire.SSE_CONTENT_TYPE,
-            SESSION_HEADER: session_id,
+            MCP_SESSION_ID_HEADER: session_id,
             "last-event-id": last_event_id,
         }
         headers.pop("content-type", None)
@@ -296,14 +296,14 @@ class UpstreamLink:
         except (aiohttp.ClientError, OSError) as exc:
             raise _unreachable(exc) from exc
         try:
-            session_id = response.headers.get(SESSION_HEADER)
+            session_id = response.headers.get(MCP_SESSION_ID_HEADER)
             answer = [m async for m in self._answer(response, request_id, None)]
         finally:
             response.release()
         if not answer or "result" not in answer[-1] or session_id is None:
             raise LinkFailure("the upstream refused to open a session")
         initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        headers = {**self._headers, SESSION_HEADER: session_id}
+        headers = {**self._headers, MCP_SESSION_ID_HEADER: session_id}
         try:
             done = await self.http.post(self.url, data=wire.dumps(initialized), headers=headers)
             done.release()
@@ -317,7 +317,7 @@ class UpstreamLink:
         if session_id is None:
             return
         try:
-            headers = {**self._headers, SESSION_HEADER: session_id}
+            headers = {**self._headers, MCP_SESSION_ID_HEADER: session_id}
             response = await self.http.delete(self.url, headers=headers)
             response.release()
         except (aiohttp.ClientError, OSError):

@@ -63,14 +63,6 @@ def json_object(body: bytes) -> Message | None:
     return decoded if isinstance(decoded, dict) else None
 
 
-def jsonrpc_error(request_id: Any, code: int, message: str, data: Any = None) -> Message:
-    """A JSON-RPC error response."""
-    error: Message = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return {"jsonrpc": "2.0", "id": request_id, "error": error}
-
-
 def jsonrpc_result(request_id: Any, result: Message) -> Message:
     """A JSON-RPC success response."""
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
